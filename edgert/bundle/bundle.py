@@ -1,0 +1,106 @@
+"""A bundle on disk: a directory with ``edgert.json`` and the artifact files it names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional
+
+from ..errors import BundleError, IntegrityError, UnknownVariantError, UnsafePathError
+from ..fileio import ByteProgress, atomic_write_bytes, sha256_file
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, Variant, parse_manifest
+
+
+class Bundle:
+    """An opened bundle. Opening checks the manifest and paths; ``verify`` checks hashes."""
+
+    def __init__(self, root: Path, manifest: Manifest):
+        self.root = root
+        self.manifest = manifest
+        self._verified: Dict[str, tuple] = {}
+
+    @classmethod
+    def open(cls, path: os.PathLike | str) -> "Bundle":
+        root = Path(path)
+        if not root.exists():
+            raise BundleError(f"bundle not found: {root}")
+        if not root.is_dir():
+            raise BundleError(f"expected a bundle directory containing {MANIFEST_NAME}, found a file: {root}")
+        manifest_path = root / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise BundleError(f"{root} is not a bundle: {MANIFEST_NAME} is missing")
+        size = manifest_path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{manifest_path}: {size} bytes, larger than the {MAX_MANIFEST_BYTES} allowed")
+        try:
+            text = manifest_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise BundleError(f"{manifest_path}: not UTF-8 text") from None
+        manifest = parse_manifest(text, str(manifest_path))
+        bundle = cls(root.resolve(), manifest)
+        for variant in manifest.variants:
+            bundle._check_file(variant)
+        return bundle
+
+    @property
+    def variants(self) -> List[Variant]:
+        return list(self.manifest.variants)
+
+    def variant(self, name: Optional[str] = None) -> Variant:
+        """The named variant, or the default one (the first) when name is None."""
+        if not self.manifest.variants:
+            raise BundleError(f"bundle {self.root} has no variants")
+        if name is None:
+            return self.manifest.variants[0]
+        found = self.manifest.variant(name)
+        if found is None:
+            names = ", ".join(v.name for v in self.manifest.variants)
+            raise UnknownVariantError(f"unknown variant {name!r}; this bundle has: {names}")
+        return found
+
+    def path_of(self, variant: Variant) -> Path:
+        """The artifact's path, refusing any that resolves outside the bundle (e.g. symlinks)."""
+        candidate = (self.root / variant.file).resolve()
+        if self.root != candidate and self.root not in candidate.parents:
+            raise UnsafePathError(
+                f"variant {variant.name!r}: file {variant.file!r} resolves to {candidate}, "
+                f"outside the bundle {self.root}"
+            )
+        return candidate
+
+    def _check_file(self, variant: Variant) -> Path:
+        path = self.path_of(variant)
+        if not path.is_file():
+            raise BundleError(f"variant {variant.name!r}: artifact {variant.file!r} is missing from {self.root}")
+        size = path.stat().st_size
+        if size != variant.size_bytes:
+            raise IntegrityError(
+                f"variant {variant.name!r}: {variant.file} is {size} bytes, "
+                f"manifest says {variant.size_bytes}"
+            )
+        return path
+
+    def verify(self, names: Optional[Iterable[str]] = None, progress: Optional[ByteProgress] = None) -> None:
+        """Check size and sha256 of the named variants (all by default)."""
+        chosen = [self.variant(n) for n in names] if names is not None else self.variants
+        for variant in chosen:
+            self.artifact(variant, progress=progress)
+
+    def artifact(self, variant: Variant, progress: Optional[ByteProgress] = None) -> Path:
+        """The verified path of a variant's artifact; hashes it unless already verified unchanged."""
+        path = self._check_file(variant)
+        stat = path.stat()
+        stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        if self._verified.get(variant.name) == stamp:
+            return path
+        digest = sha256_file(path, progress)
+        if digest != variant.sha256:
+            raise IntegrityError(
+                f"variant {variant.name!r}: sha256 of {variant.file} is {digest[:16]}..., "
+                f"manifest says {variant.sha256[:16]}... (file modified or corrupt)"
+            )
+        self._verified[variant.name] = stamp
+        return path
+
+    def save_manifest(self) -> None:
+        atomic_write_bytes(self.root / MANIFEST_NAME, self.manifest.to_json().encode("utf-8"))

@@ -1,0 +1,183 @@
+"""The bundle manifest (``edgert.json``): schema, parsing and validation.
+
+The manifest is plain JSON so that other tools can read it. Parsing is strict about
+what edgert relies on (names, files, hashes, sizes, schema version) and keeps unknown
+keys, so a newer minor writer does not lose data when an older reader rewrites it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Dict, List, Optional
+
+from ..errors import BundleError, SchemaVersionError, UnsafePathError
+
+MANIFEST_NAME = "edgert.json"
+SCHEMA_VERSION = 1
+READABLE_SCHEMA_VERSIONS = (1,)
+
+#: artifact formats and the file suffix each one uses
+FORMATS: Dict[str, str] = {"gguf": ".gguf", "onnx": ".onnx", "tensorrt": ".engine"}
+
+VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Variant:
+    """One deployable artifact of the model (a format x quantization)."""
+
+    name: str
+    format: str
+    quantization: str
+    file: str
+    sha256: str
+    size_bytes: int
+    parameter_count: Optional[int] = None
+    context_length: Optional[int] = None
+    architecture: Optional[str] = None
+    chat_template: Optional[str] = None
+    tokenizer: Dict[str, Any] = field(default_factory=dict)
+    provenance: Dict[str, Any] = field(default_factory=dict)
+    quality_gate: Optional[Dict[str, Any]] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        extra = data.pop("extra")
+        data.update(extra)
+        return data
+
+
+@dataclass
+class Manifest:
+    model_name: str
+    variants: List[Variant] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+    created_by: str = ""
+    accuracy_table: List[Dict[str, Any]] = field(default_factory=list)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def variant(self, name: str) -> Optional[Variant]:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def to_dict(self) -> Dict[str, Any]:
+        data: Dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "model_name": self.model_name,
+            "created_by": self.created_by,
+            "variants": [v.to_dict() for v in self.variants],
+            "accuracy_table": self.accuracy_table,
+        }
+        data.update(self.extra)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def check_relative_path(file: str, where: str) -> str:
+    """Refuse paths that are absolute, contain '..', or are not plain relative POSIX paths."""
+    if not isinstance(file, str) or not file:
+        raise BundleError(f"{where}: expected a relative file path, found {file!r}")
+    if "\\" in file or "\x00" in file:
+        raise UnsafePathError(f"{where}: file path {file!r} contains a backslash or NUL byte")
+    path = PurePosixPath(file)
+    if path.is_absolute() or ".." in path.parts or file.startswith("~"):
+        raise UnsafePathError(
+            f"{where}: file path {file!r} leaves the bundle directory "
+            "(expected a relative path inside the bundle)"
+        )
+    return file
+
+
+def _require(data: Dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in data:
+        raise BundleError(f"{where}: missing required field {key!r}")
+    value = data[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise BundleError(
+            f"{where}: field {key!r} should be {kind.__name__}, found {type(value).__name__}"
+        )
+    return value
+
+
+def _parse_variant(data: Any, index: int) -> Variant:
+    where = f"variants[{index}]"
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: expected an object, found {type(data).__name__}")
+    name = _require(data, "name", str, where)
+    where = f"variant {name!r}"
+    if not VARIANT_NAME.match(name):
+        raise BundleError(
+            f"{where}: name must be lowercase letters, digits, '.', '_' or '-' (max 64)"
+        )
+    fmt = _require(data, "format", str, where)
+    if fmt not in FORMATS:
+        raise BundleError(f"{where}: format {fmt!r} is not one of {sorted(FORMATS)}")
+    file = check_relative_path(_require(data, "file", str, where), where)
+    sha = _require(data, "sha256", str, where)
+    if not SHA256.match(sha):
+        raise BundleError(f"{where}: sha256 must be 64 lowercase hex digits, found {sha!r}")
+    size = _require(data, "size_bytes", int, where)
+    if size < 0 or size > 2**50:
+        raise BundleError(f"{where}: size_bytes {size} is out of range")
+    known = {f for f in Variant.__dataclass_fields__ if f != "extra"}
+    fields = {k: v for k, v in data.items() if k in known}
+    for key, kind in (("parameter_count", int), ("context_length", int)):
+        value = fields.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or value < 0):
+            raise BundleError(f"{where}: {key} should be a non-negative integer, found {value!r}")
+    for key in ("tokenizer", "provenance"):
+        if not isinstance(fields.get(key, {}), dict):
+            raise BundleError(f"{where}: {key} should be an object")
+    fields.update(name=name, format=fmt, file=file, sha256=sha, size_bytes=size)
+    fields.setdefault("quantization", "unknown")
+    extra = {k: v for k, v in data.items() if k not in known}
+    return Variant(**fields, extra=extra)
+
+
+def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
+    """Parse manifest JSON text into a Manifest, raising BundleError on anything invalid."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{source}: expected a JSON object, found {type(data).__name__}")
+    version = data.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise SchemaVersionError(f"{source}: schema_version missing or not an integer: {version!r}")
+    if version not in READABLE_SCHEMA_VERSIONS:
+        raise SchemaVersionError(
+            f"{source}: schema_version {version} is not supported "
+            f"(this edgert reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}); "
+            "upgrade edgert to read this bundle"
+        )
+    model_name = _require(data, "model_name", str, source)
+    raw_variants = _require(data, "variants", list, source)
+    variants = [_parse_variant(v, i) for i, v in enumerate(raw_variants)]
+    seen: Dict[str, str] = {}
+    for variant in variants:
+        if variant.name in seen:
+            raise BundleError(f"{source}: variant name {variant.name!r} appears twice")
+        seen[variant.name] = variant.file
+    files = [v.file for v in variants]
+    if len(set(files)) != len(files):
+        raise BundleError(f"{source}: two variants point at the same file")
+    accuracy = data.get("accuracy_table", [])
+    if not isinstance(accuracy, list):
+        raise BundleError(f"{source}: accuracy_table should be a list")
+    known = {"schema_version", "model_name", "variants", "created_by", "accuracy_table"}
+    return Manifest(
+        model_name=model_name,
+        variants=variants,
+        schema_version=version,
+        created_by=str(data.get("created_by", "")),
+        accuracy_table=accuracy,
+        extra={k: v for k, v in data.items() if k not in known},
+    )

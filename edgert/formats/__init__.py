@@ -1,0 +1,1 @@
+"""Readers for model file formats; format constants live here as tables."""

