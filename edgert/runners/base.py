@@ -300,12 +300,11 @@ class Runner(ABC):
         except _Aborted:
             return result("cancelled" if cancel.cancelled else "deadline", (time.perf_counter() - t0) * 1000)
         prefill_ms = (time.perf_counter() - t0) * 1000
-        eos_ids = self._eos_ids()
         step_estimate_s = self._step_estimate_s  # carried over from earlier requests
         last_check = time.perf_counter()
         while True:
             token, logprob = _sample(logits, params.temperature, params.top_p, rng)
-            if token in eos_ids:
+            if self._is_end_impl(token):
                 finish = "eos"
                 break
             out_ids.append(token)
@@ -365,7 +364,8 @@ class Runner(ABC):
         """Append one token, return its logits; raise _Aborted if stopped mid-step."""
 
     @abstractmethod
-    def _eos_ids(self) -> set: ...
+    def _is_end_impl(self, token: int) -> bool:
+        """Whether the token ends generation (EOS / end-of-generation tokens)."""
 
     def _model_chat_template(self) -> Optional[str]:
         return None
