@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from edgert import __version__
 from edgert.errors import EdgertError, UsageError
@@ -42,7 +43,7 @@ class EdgertGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EdgertError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err.print(Text.assemble(("error:", "bold red"), f" {exc}"))
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -109,7 +110,11 @@ def pack(model_files: List[Path], out: Path, names: List[str], model_name: Optio
 def _variants_table(bundle, verified: Optional[bool]) -> Table:
     table = Table(title=f"{bundle.manifest.model_name}  ({bundle.root})", title_justify="left")
     for column in ("variant", "format", "quant", "params", "context", "size", "arch", "chat template", "sha256"):
-        table.add_column(column, justify="right" if column in ("params", "context", "size") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in ("params", "context", "size") else "left",
+            no_wrap=column in ("variant", "quant", "sha256"),
+        )
     for v in bundle.variants:
         table.add_row(
             v.name,
@@ -174,7 +179,7 @@ def _run_one(runtime, prompt: str, as_json: bool, **kwargs):
     else:
         sys.stdout.write("\n")
         sys.stdout.flush()
-        err.print(_summary_line(result), style="dim")
+        err.print(Text(_summary_line(result), style="dim"))
     return result
 
 
@@ -231,8 +236,8 @@ def demo(bundle_dir: Optional[Path], prompt: str, deadline: str, max_tokens: int
     con.print(_variants_table(bundle, verified=False))
     with Runtime(bundle) as runtime:
         load_ms = runtime.load()
-        err.print(f"loaded {runtime.default_variant} in {load_ms:.0f} ms with {runtime.n_threads} threads", style="dim")
-        con.print(f"[bold]prompt:[/] {prompt}")
+        err.print(Text(f"loaded {runtime.default_variant} in {load_ms:.0f} ms with {runtime.n_threads} threads", style="dim"))
+        con.print(Text.assemble(("prompt: ", "bold"), prompt))
         _run_one(runtime, prompt, False, deadline_s=deadline_s, max_tokens=max_tokens)
 
 

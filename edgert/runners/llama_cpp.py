@@ -22,11 +22,13 @@ N_BATCH = 512
 DECODE_OK, DECODE_NO_KV_SLOT, DECODE_ABORTED = 0, 1, 2
 
 
-# ggml_log_level (ggml.h) -> logging level; 5 (CONT) continues the previous line
-GGML_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG}
+# ggml_log_level (ggml.h): NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues a line)
+GGML_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+GGML_LOG_CONT = 5
 log = logging.getLogger("edgert.llama_cpp")
 log.addHandler(logging.NullHandler())
 _log_callback = None
+_last_level = logging.DEBUG
 
 
 def _llama_cpp():
@@ -39,9 +41,12 @@ def _llama_cpp():
     if _log_callback is None:
 
         def forward(level: int, text: bytes, _user_data) -> None:
+            global _last_level
+            if level != GGML_LOG_CONT:
+                _last_level = GGML_LOG_LEVELS.get(level, logging.DEBUG)
             message = text.decode("utf-8", errors="replace").rstrip()
             if message:
-                log.log(GGML_LOG_LEVELS.get(level, logging.DEBUG), "%s", message)
+                log.log(_last_level, "%s", message)
 
         _log_callback = llama_cpp.llama_log_callback(forward)
         llama_cpp.llama_log_set(_log_callback, None)
