@@ -1,0 +1,22 @@
+"""Skip device tests on machines without the hardware they name."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def has_nvidia_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
+
+
+def is_jetson() -> bool:
+    return Path("/etc/nv_tegra_release").exists()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "gpu" in item.keywords and not has_nvidia_gpu():
+            item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU"))
+        if "jetson" in item.keywords and not is_jetson():
+            item.add_marker(pytest.mark.skip(reason="needs a Jetson board"))
