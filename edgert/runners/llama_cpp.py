@@ -58,16 +58,25 @@ class LlamaCppRunner(Runner):
 
     format = "gguf"
 
+    def __init__(self, model_path, *, n_gpu_layers: Optional[int] = None, **kwargs):
+        """n_gpu_layers: layers to offload; None offloads all when the build supports a GPU."""
+        super().__init__(model_path, **kwargs)
+        self.n_gpu_layers = n_gpu_layers
+
     def _load_impl(self) -> None:
         from ..formats.gguf import read_header
 
         read_header(self.model_path)  # refuse malformed files before llama.cpp parses them
         lib = _llama_cpp()
         self._lib = lib
+        gpu_layers = self.n_gpu_layers
+        if gpu_layers is None:
+            gpu_layers = -1 if lib.llama_supports_gpu_offload() else 0
         try:
             self._llm = lib.Llama(
                 model_path=str(self.model_path),
                 n_ctx=self.n_ctx,
+                n_gpu_layers=gpu_layers,
                 n_batch=min(N_BATCH, self.n_ctx),
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads,
