@@ -63,3 +63,15 @@ class GenerationError(EdgertError):
 def unavailable(what: str, extra: str) -> BackendUnavailableError:
     """The standard message for a missing optional dependency."""
     return BackendUnavailableError(f"{what} unavailable: install edgert[{extra}]")
+
+
+class DeviceError(EdgertError):
+    """A device or its vendor library (NVML, sysfs, vcgencmd) failed or reported nonsense."""
+
+
+class SensorUnavailable(DeviceError):
+    """A power/energy sensor is absent or not readable (e.g. RAPL without permission)."""
+
+
+class ProfileError(EdgertError):
+    """A device profile or datasheet prior is missing, malformed, or of an unknown version."""

@@ -8,6 +8,7 @@ detokenize, evaluate a prompt, evaluate one token.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -251,14 +252,12 @@ class Runner(ABC):
                 f"prompt is {len(prompt_ids)} tokens; the context holds {self.n_ctx} "
                 "(shorten the prompt or raise the context size)"
             )
-        if not self._busy.acquire(blocking=False):
-            raise RunnerStateError("runner is already generating; one request at a time per runner")
-        self._cancel = cancel
-        try:
-            return self._loop(prompt_ids, params, deadline, on_token, cancel)
-        finally:
-            self._cancel = None
-            self._busy.release()
+        with self._exclusive():
+            self._cancel = cancel
+            try:
+                return self._loop(prompt_ids, params, deadline, on_token, cancel)
+            finally:
+                self._cancel = None
 
     def _loop(
         self,
@@ -341,6 +340,42 @@ class Runner(ABC):
         if tail and on_token is not None:
             on_token(tail, -1)
         return result(finish, prefill_ms)
+
+    # ------------------------------------------------------------ measurement
+    def measure_prefill_ms(self, n_tokens: int) -> float:
+        """Wall time to evaluate a prompt of ``n_tokens`` from an empty cache (profiler use)."""
+        self._require_loaded()
+        if not 1 <= n_tokens <= self.n_ctx - 1:
+            raise UsageError(f"prompt length must be within 1..{self.n_ctx - 1}, found {n_tokens}")
+        with self._exclusive():
+            return self._measure_prefill_impl(n_tokens)
+
+    def measure_decode_ms(self, context_len: int, batch: int = 1, steps: int = 4) -> List[float]:
+        """Wall time of each of ``steps`` decode steps for ``batch`` sequences that share a
+        context of ``context_len`` tokens (profiler use)."""
+        self._require_loaded()
+        if context_len < 1 or batch < 1 or steps < 1 or context_len + steps + batch > self.n_ctx:
+            raise UsageError(
+                f"decode measurement needs context_len >= 1, batch >= 1, steps >= 1 and "
+                f"context_len + steps within the context of {self.n_ctx}; found {context_len}, {batch}, {steps}"
+            )
+        with self._exclusive():
+            return self._measure_decode_impl(context_len, batch, steps)
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        if not self._busy.acquire(blocking=False):
+            raise RunnerStateError("runner is busy; one request at a time per runner")
+        try:
+            yield
+        finally:
+            self._busy.release()
+
+    def _measure_prefill_impl(self, n_tokens: int) -> float:
+        raise EdgertError(f"{type(self).__name__} cannot measure prefill time")
+
+    def _measure_decode_impl(self, context_len: int, batch: int, steps: int) -> List[float]:
+        raise EdgertError(f"{type(self).__name__} cannot measure decode time")
 
     # ------------------------------------------------------------ engine hooks
     @abstractmethod

@@ -1,22 +1,27 @@
-"""The llama.cpp runner, through llama-cpp-python.
+"""The llama.cpp runner, on llama.cpp's C API as bound by llama-cpp-python.
 
-``llama_cpp.Llama`` loads the model and context; evaluation uses llama.cpp's own C API
-(``llama_decode`` on a ``llama_batch``, ``llama_get_logits_ith``) so edgert controls every
-step: it times each one, samples itself, and installs llama.cpp's abort callback while
-the prompt is evaluated so a long prefill stops at the deadline instead of after it.
+edgert drives the C API directly (model and context creation, ``llama_tokenize``,
+``llama_decode`` on a ``llama_batch``, ``llama_get_logits_ith``) rather than the
+``llama_cpp.Llama`` wrapper, so it controls every step: it times each one, samples
+itself, installs llama.cpp's abort callback while a prompt is evaluated (a long prefill
+stops at the deadline, not after it), and runs several sequences in one batch over a
+shared (unified) KV cache, which the profiler and the test-time strategies use.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import time
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import GenerationError, ModelFileError, unavailable
+from ..errors import GenerationError, ModelFileError, UsageError, unavailable
 from .base import Runner, _Aborted
 
 N_BATCH = 512
+N_SEQ_MAX = 8  # parallel sequences per context (self-consistency / best-of-N, batch profiling)
 
 # llama_decode return codes (llama.h)
 DECODE_OK, DECODE_NO_KV_SLOT, DECODE_ABORTED = 0, 1, 2
@@ -58,46 +63,64 @@ class LlamaCppRunner(Runner):
 
     format = "gguf"
 
-    def __init__(self, model_path, *, n_gpu_layers: Optional[int] = None, **kwargs):
+    def __init__(self, model_path, *, n_gpu_layers: Optional[int] = None, n_seq_max: int = N_SEQ_MAX, **kwargs):
         """n_gpu_layers: layers to offload; None offloads all when the build supports a GPU."""
         super().__init__(model_path, **kwargs)
+        if not 1 <= n_seq_max <= 64:
+            raise UsageError(f"n_seq_max must be within 1..64, found {n_seq_max}")
         self.n_gpu_layers = n_gpu_layers
+        self.n_seq_max = n_seq_max
 
+    # ------------------------------------------------------------- lifecycle
     def _load_impl(self) -> None:
         from ..formats.gguf import read_header
 
-        read_header(self.model_path)  # refuse malformed files before llama.cpp parses them
+        header = read_header(self.model_path)  # refuse malformed files before llama.cpp parses them
+        self._header_template = header.chat_template
         lib = _llama_cpp()
         self._lib = lib
+        lib.llama_backend_init()
+        model_params = lib.llama_model_default_params()
         gpu_layers = self.n_gpu_layers
         if gpu_layers is None:
             gpu_layers = -1 if lib.llama_supports_gpu_offload() else 0
-        try:
-            self._llm = lib.Llama(
-                model_path=str(self.model_path),
-                n_ctx=self.n_ctx,
-                n_gpu_layers=gpu_layers,
-                n_batch=min(N_BATCH, self.n_ctx),
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                logits_all=False,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise ModelFileError(f"llama.cpp could not load {self.model_path}: {exc}") from None
-        self._ctx = self._llm.ctx
-        self._vocab = lib.llama_model_get_vocab(self._llm.model)
-        self._n_vocab = self._llm.n_vocab()
+        model_params.n_gpu_layers = gpu_layers
+        self._model = lib.llama_model_load_from_file(str(self.model_path).encode(), model_params)
+        if not self._model:
+            raise ModelFileError(f"llama.cpp could not load {self.model_path} (unsupported architecture or corrupt tensors)")
+        threads = self.n_threads or 1
         self._n_batch = min(N_BATCH, self.n_ctx)
-        self._batch = lib.llama_batch_init(self._n_batch, 0, 1)
+        params = lib.llama_context_default_params()
+        params.n_ctx = self.n_ctx
+        params.n_batch = self._n_batch
+        params.n_ubatch = self._n_batch
+        params.n_seq_max = self.n_seq_max
+        params.kv_unified = True  # sequences share one cache, so a prompt copied to N sequences is stored once
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        self._ctx = lib.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            lib.llama_model_free(self._model)
+            raise ModelFileError(f"llama.cpp could not create a context of {self.n_ctx} tokens for {self.model_path}")
+        self._vocab = lib.llama_model_get_vocab(self._model)
+        self._n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        self._batch = lib.llama_batch_init(self._n_batch, 0, self.n_seq_max)
+        self._memory = lib.llama_get_memory(self._ctx)
+        self._piece_buf = ctypes.create_string_buffer(256)
         self._abort_check: Optional[Callable[[], bool]] = None
         # keep a reference: llama.cpp holds only the raw function pointer
         self._abort_fn = lib.ggml_abort_callback(self._on_abort_poll)
+        self._no_abort = lib.ggml_abort_callback()
+        self._pos = 0
+        self._filler_len = 0  # length of filler context left in the cache by a measurement
 
     def _close_impl(self) -> None:
-        self._lib.llama_batch_free(self._batch)
-        self._llm.close()
-        del self._llm
+        lib = self._lib
+        lib.llama_batch_free(self._batch)
+        lib.llama_free(self._ctx)
+        lib.llama_model_free(self._model)
+        self._ctx = self._model = None
 
     def _on_abort_poll(self, _data) -> bool:
         check = self._abort_check
@@ -105,71 +128,144 @@ class LlamaCppRunner(Runner):
 
     # ----------------------------------------------------------------- tokens
     def _tokenize_impl(self, text: str) -> List[int]:
-        ids = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-        bos = self._llm.token_bos()
+        raw = text.encode("utf-8")
+        capacity = len(raw) + 8
+        buffer = (self._lib.llama_token * capacity)()
+        n = self._lib.llama_tokenize(self._vocab, raw, len(raw), buffer, capacity, True, True)
+        if n < 0:
+            capacity = -n
+            buffer = (self._lib.llama_token * capacity)()
+            n = self._lib.llama_tokenize(self._vocab, raw, len(raw), buffer, capacity, True, True)
+        ids = list(buffer[:n])
+        bos = self._lib.llama_vocab_bos(self._vocab)
         if len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
             ids = ids[1:]  # the template wrote BOS itself and llama.cpp added another
         return ids
 
+    def _piece(self, token: int, special: bool) -> bytes:
+        buf = self._piece_buf
+        n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
     def _detokenize_impl(self, ids: Sequence[int]) -> bytes:
-        return self._llm.detokenize(list(ids), special=False)
+        return b"".join(self._piece(token, special=False) for token in ids)
 
     def _is_end_impl(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
     def _model_chat_template(self) -> Optional[str]:
-        return self._llm.metadata.get("tokenizer.chat_template")
+        return self._header_template
 
     def _special_token_texts(self) -> tuple:
         def text(token: int) -> str:
-            if token < 0:
-                return ""
-            return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+            return self._piece(token, special=True).decode("utf-8", errors="replace") if token >= 0 else ""
 
-        return text(self._llm.token_bos()), text(self._llm.token_eos())
+        return text(self._lib.llama_vocab_bos(self._vocab)), text(self._lib.llama_vocab_eos(self._vocab))
 
     # ------------------------------------------------------------- evaluation
-    def _decode(self, ids: Sequence[int], start_pos: int, want_logits: bool) -> None:
+    def _decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int], logits: Sequence[bool]) -> None:
         batch = self._batch
-        n = len(ids)
-        batch.n_tokens = n
-        for i, token in enumerate(ids):
+        batch.n_tokens = len(tokens)
+        for i, token in enumerate(tokens):
             batch.token[i] = token
-            batch.pos[i] = start_pos + i
+            batch.pos[i] = positions[i]
             batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = False
-        batch.logits[n - 1] = want_logits
+            batch.seq_id[i][0] = seqs[i]
+            batch.logits[i] = logits[i]
         code = self._lib.llama_decode(self._ctx, batch)
         if code == DECODE_ABORTED:
             raise _Aborted()
         if code != DECODE_OK:
-            raise GenerationError(f"llama_decode failed with code {code} at position {start_pos}")
+            raise GenerationError(f"llama_decode failed with code {code} at position {positions[0]}")
 
-    def _logits(self) -> np.ndarray:
-        pointer = self._lib.llama_get_logits_ith(self._ctx, -1)
+    def _logits(self, index: int = -1) -> np.ndarray:
+        pointer = self._lib.llama_get_logits_ith(self._ctx, index)
         return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).copy()
 
-    def _prefill_impl(self, ids: List[int], should_abort: Callable[[], bool]) -> np.ndarray:
-        self._lib.llama_memory_clear(self._lib.llama_get_memory(self._ctx), True)
+    def _evaluate_prompt(self, ids: Sequence[int], should_abort: Optional[Callable[[], bool]]) -> None:
+        """Clear the cache and evaluate ``ids`` as sequence 0, in chunks of n_batch."""
+        self._lib.llama_memory_clear(self._memory, True)
         self._pos = 0
-        self._abort_check = should_abort
-        self._lib.llama_set_abort_callback(self._ctx, self._abort_fn, None)
+        if should_abort is not None:
+            self._abort_check = should_abort
+            self._lib.llama_set_abort_callback(self._ctx, self._abort_fn, None)
         try:
             for start in range(0, len(ids), self._n_batch):
-                if should_abort():
+                if should_abort is not None and should_abort():
                     raise _Aborted()
                 chunk = ids[start : start + self._n_batch]
-                self._decode(chunk, start, want_logits=start + len(chunk) == len(ids))
+                last = start + len(chunk) == len(ids)
+                n = len(chunk)
+                self._decode(chunk, range(start, start + n), [0] * n, [False] * (n - 1) + [last])
         finally:
-            # per-token steps are checked between tokens; polling Python from every
-            # graph node would cost decode speed for nothing
-            self._lib.llama_set_abort_callback(self._ctx, self._lib.ggml_abort_callback(), None)
-            self._abort_check = None
+            if should_abort is not None:
+                # steps are checked between tokens; polling Python from every graph node
+                # during decoding would cost speed for nothing
+                self._lib.llama_set_abort_callback(self._ctx, self._no_abort, None)
+                self._abort_check = None
         self._pos = len(ids)
+
+    def _prefill_impl(self, ids: List[int], should_abort: Callable[[], bool]) -> np.ndarray:
+        self._filler_len = 0
+        self._evaluate_prompt(ids, should_abort)
         return self._logits()
 
     def _decode_impl(self, token: int, should_abort: Callable[[], bool]) -> np.ndarray:
-        self._decode([token], self._pos, want_logits=True)
+        self._decode([token], [self._pos], [0], [True])
         self._pos += 1
         return self._logits()
+
+    # ------------------------------------------------------------ measurement
+    def _filler_ids(self, n: int) -> List[int]:
+        base = self._tokenize_impl(FILLER_TEXT)
+        return (base * (n // len(base) + 1))[:n]
+
+    def _measure_prefill_impl(self, n_tokens: int) -> float:
+        ids = self._filler_ids(n_tokens)
+        self._filler_len = 0
+        start = time.perf_counter()
+        self._evaluate_prompt(ids, None)
+        self._logits()
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        self._filler_len = n_tokens  # a following decode measurement at this context reuses the cache
+        return elapsed_ms
+
+    def _measure_decode_impl(self, context_len: int, batch: int, steps: int) -> List[float]:
+        if batch > self.n_seq_max:
+            raise UsageError(f"batch {batch} exceeds the runner's n_seq_max of {self.n_seq_max}")
+        if getattr(self, "_filler_len", 0) == context_len:
+            # keep the evaluated context, drop what earlier measurements appended
+            self._lib.llama_memory_seq_rm(self._memory, 0, context_len, -1)
+            for seq in range(1, self.n_seq_max):
+                self._lib.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        else:
+            self._filler_len = 0
+            self._evaluate_prompt(self._filler_ids(context_len), None)
+            self._filler_len = context_len
+        for seq in range(1, batch):
+            self._lib.llama_memory_seq_cp(self._memory, 0, seq, -1, -1)
+        token = self._filler_ids(1)[0]
+        times = []
+        for step in range(steps):
+            pos = context_len + step
+            start = time.perf_counter()
+            self._decode([token] * batch, [pos] * batch, list(range(batch)), [True] * batch)
+            for i in range(batch):
+                self._logits(i)
+            times.append((time.perf_counter() - start) * 1000)
+        return times
+
+
+# public-domain text (Jules Verne, "Twenty Thousand Leagues Under the Sea", 1870, tr. 1872)
+# used as realistic token filler for timing measurements
+FILLER_TEXT = (
+    "The year 1866 was signalised by a remarkable incident, a mysterious and puzzling phenomenon, "
+    "which doubtless no one has yet forgotten. Not to mention rumours which agitated the maritime "
+    "population and excited the public mind, even in the interior of continents, seafaring men were "
+    "particularly excited. Merchants, common sailors, captains of vessels, skippers, both of Europe "
+    "and America, naval officers of all countries, and the Governments of several States on the two "
+    "continents, were deeply interested in the matter."
+)

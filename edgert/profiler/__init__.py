@@ -1,0 +1,1 @@
+"""The profiler: microbenchmarks, model measurements and fitted roofline latency/energy models."""

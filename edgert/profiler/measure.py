@@ -1,0 +1,212 @@
+"""Profile this device: microbenchmarks, real model measurements, fitted models, energy."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .. import __version__
+from ..bundle import Bundle
+from ..runners.base import runner_for
+from ..runtime import default_threads
+from .costs import costs_from_file
+from .microbench import run_microbenchmarks
+from .profile import DeviceProfile, VariantProfile
+from .roofline import error_stats, fit_decode, fit_prefill
+
+#: progress(label, done, total) — done/total count measurement steps
+Progress = Optional[Callable[[str, int, int], None]]
+
+ESTIMATE_W_PER_CORE = 5.0  # used only when neither a sensor nor a prior gives a TDP
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """What to measure per variant."""
+
+    prefill_lengths: Sequence[int]
+    batches: Sequence[int]
+    decode_steps: int
+    reps: int
+    held_out_prefill: Sequence[int] = ()  # indices into prefill_lengths kept out of the fit for error reporting
+
+    def steps(self) -> int:
+        return len(self.prefill_lengths) * (self.reps + len(self.batches))
+
+
+QUICK = ProfilePlan(prefill_lengths=(24, 64, 160, 384, 640, 1024), batches=tuple(range(1, 9)), decode_steps=4, reps=1,
+                    held_out_prefill=(1, 4))
+FULL = ProfilePlan(prefill_lengths=(16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536), batches=tuple(range(1, 9)),
+                   decode_steps=6, reps=3, held_out_prefill=(1, 4, 7))
+
+
+@dataclass
+class _Energy:
+    joules: float = 0.0
+    seconds: float = 0.0
+    provenance: str = "estimated"
+    source: str = ""
+
+
+def _split_decode(samples: List[Dict[str, float]]):
+    train = [s for i, s in enumerate(samples) if i % 4 != 3]
+    held = [s for i, s in enumerate(samples) if i % 4 == 3]
+    return train, held
+
+
+class _Meter:
+    """Energy over a block of work: a device sensor through EnergyMeter when one exists,
+    else the TDP x (0.1 + 0.9 load^3) estimate at full load, labelled estimated."""
+
+    def __init__(self, sensor: Any, tdp_w: float, tdp_source: str):
+        self.sensor = sensor
+        self.tdp_w = tdp_w
+        self.tdp_source = tdp_source
+
+    def measure(self, work: Callable[[], Any], into: _Energy) -> Any:
+        start = time.perf_counter()
+        if self.sensor is not None:
+            from ..devices.base import EnergyMeter
+
+            with EnergyMeter(self.sensor) as meter:
+                result = work()
+            reading = meter.result
+            into.joules += reading.energy_j
+            into.provenance, into.source = reading.provenance, reading.source
+        else:
+            result = work()
+            elapsed = time.perf_counter() - start
+            into.joules += self.tdp_w * (0.1 + 0.9 * 1.0**3) * elapsed
+            into.provenance, into.source = "estimated", f"estimate:tdp*(0.1+0.9*load^3), load=1, tdp={self.tdp_w:g} W ({self.tdp_source})"
+        into.seconds += time.perf_counter() - start
+        return result
+
+
+def measure_variant(runner, plan: ProfilePlan, meter: _Meter, progress: Progress = None, label: str = "") -> Dict[str, Any]:
+    """Prefill time against prompt length, then decode step time against batch size at that
+    context (the cache left by the prefill is reused); returns samples and energy."""
+    prefill: List[Dict[str, float]] = []
+    decode: List[Dict[str, float]] = []
+    e_prefill, e_decode = _Energy(), _Energy()
+    done, total = 0, plan.steps()
+    for length in plan.prefill_lengths:
+        times = []
+        for _ in range(plan.reps):
+            times.append(meter.measure(lambda: runner.measure_prefill_ms(length), e_prefill))
+            done += 1
+            if progress:
+                progress(f"{label} prefill {length} tokens", done, total)
+        prefill.append({"n_tokens": length, "ms": statistics.median(times), "raw_ms": times})
+        for batch in plan.batches:
+            steps = meter.measure(lambda: runner.measure_decode_ms(length, batch, plan.decode_steps + 1), e_decode)
+            steps = steps[1:]  # the first step after a cache change pays one-off costs
+            decode.append({"context_len": length, "batch": batch, "ms": statistics.median(steps), "raw_ms": steps})
+            done += 1
+            if progress:
+                progress(f"{label} decode ctx {length} x{batch}", done, total)
+    prefill_tokens = sum(s["n_tokens"] * len(s["raw_ms"]) for s in prefill)
+    decode_tokens = sum(s["batch"] * (plan.decode_steps + 1) for s in decode)
+    energy = {
+        "prefill_j_per_token": e_prefill.joules / prefill_tokens,
+        "decode_j_per_token": e_decode.joules / decode_tokens,
+        "avg_power_w": (e_prefill.joules + e_decode.joules) / max(1e-9, e_prefill.seconds + e_decode.seconds),
+        "provenance": e_decode.provenance,
+        "source": e_decode.source,
+    }
+    return {"prefill": prefill, "decode": decode, "energy": energy}
+
+
+def fit_variant(name: str, sha256: str, quantization: str, costs, threads: int, measured: Dict[str, Any],
+                plan: ProfilePlan, peak_flops: float, bw: float) -> VariantProfile:
+    """Fit on a training split, report the held-out error, then refit on every sample."""
+    prefill, decode = measured["prefill"], measured["decode"]
+    held_p = [s for i, s in enumerate(prefill) if i in plan.held_out_prefill]
+    train_p = [s for i, s in enumerate(prefill) if i not in plan.held_out_prefill]
+    train_d, held_d = _split_decode(decode)
+    pf = fit_prefill(train_p, costs, peak_flops, bw)
+    df = fit_decode(train_d, costs, peak_flops, bw)
+    fit_error = {
+        "prefill_held_out": error_stats([s["ms"] for s in held_p],
+                                        [pf.predict_ms(costs, peak_flops, bw, s["n_tokens"]) for s in held_p]),
+        "decode_held_out": error_stats([s["ms"] for s in held_d],
+                                       [df.predict_ms(costs, peak_flops, bw, s["context_len"], s["batch"]) for s in held_d]),
+    }
+    pf = fit_prefill(prefill, costs, peak_flops, bw)
+    df = fit_decode(decode, costs, peak_flops, bw)
+    fit_error["prefill_all"] = error_stats([s["ms"] for s in prefill],
+                                           [pf.predict_ms(costs, peak_flops, bw, s["n_tokens"]) for s in prefill])
+    fit_error["decode_all"] = error_stats([s["ms"] for s in decode],
+                                          [df.predict_ms(costs, peak_flops, bw, s["context_len"], s["batch"]) for s in decode])
+    return VariantProfile(name=name, sha256=sha256, quantization=quantization, costs=costs, threads=threads,
+                          prefill=pf, decode=df, samples={"prefill": prefill, "decode": decode},
+                          fit_error=fit_error, energy=measured["energy"])
+
+
+def _detect_device():
+    """(device info dict, best sensor or None, power mode) from edgert.devices."""
+    from ..devices import detect_devices
+
+    devices = detect_devices()
+    device = devices[0]
+    info = device.info()
+    sensors = [s for s in device.sensors() if getattr(s, "provenance", "") == "measured"]
+    return info.to_dict(), (sensors[0] if sensors else None), info.details.get("power_mode")
+
+
+def profile_device(
+    bundle: Optional[Bundle] = None,
+    variants: Optional[Sequence[str]] = None,
+    quick: bool = False,
+    threads: Optional[int] = None,
+    tdp_w: Optional[float] = None,
+    prior: Optional[str] = None,
+    progress: Progress = None,
+) -> DeviceProfile:
+    """Measure this device (and every chosen variant of ``bundle``) into a DeviceProfile."""
+    plan = QUICK if quick else FULL
+    threads = threads or default_threads()
+    device, sensor, power_mode = _detect_device()
+    tdp_source = "--tdp"
+    if tdp_w is None and prior is not None:
+        from .priors import load_prior
+
+        tdp_w, tdp_source = load_prior(prior).tdp_w, f"prior {prior}"
+    if tdp_w is None:
+        cores = int(device.get("details", {}).get("cores") or threads)
+        tdp_w, tdp_source = ESTIMATE_W_PER_CORE * cores, f"{ESTIMATE_W_PER_CORE:g} W per core, a rough default"
+    meter = _Meter(sensor, tdp_w, tdp_source)
+
+    if progress:
+        progress("microbenchmarks", 0, 1)
+    micro = run_microbenchmarks(quick=quick)
+    peak = micro["gemm_gflops"]["fp32"] * 1e9
+    bw = micro["memory"]["read_gbs"] * 1e9
+    profiled: Dict[str, VariantProfile] = {}
+    if bundle is not None:
+        chosen = [bundle.variant(n) for n in variants] if variants else bundle.variants
+        for variant in chosen:
+            path = bundle.artifact(variant)
+            costs = costs_from_file(path)
+            needed_ctx = max(plan.prefill_lengths) + plan.decode_steps + 16
+            runner = runner_for(variant.format)(path, n_ctx=needed_ctx, n_threads=threads)
+            with runner:
+                measured = measure_variant(runner, plan, meter, progress, label=variant.name)
+            profiled[variant.name] = fit_variant(variant.name, variant.sha256, variant.quantization, costs, threads,
+                                                 measured, plan, peak, bw)
+    return DeviceProfile(
+        device=device,
+        peak_flops=peak,
+        bandwidth_bytes_per_s=bw,
+        variants=profiled,
+        kind="measured",
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        created_by=f"edgert {__version__}",
+        power_mode=power_mode,
+        prior=prior,
+        sensor={"provenance": "measured" if sensor is not None else "estimated",
+                "source": getattr(sensor, "name", None) or f"estimate (tdp {tdp_w:g} W, {tdp_source})"},
+        microbench={**micro, "plan": "quick" if quick else "full"},
+    )
