@@ -242,5 +242,109 @@ def demo(bundle_dir: Optional[Path], prompt: str, deadline: str, max_tokens: int
         _run_one(runtime, prompt, False, deadline_s=deadline_s, max_tokens=max_tokens)
 
 
+# ------------------------------------------------------------------------- profile
+def _profile_table(profile) -> Table:
+    device = profile.device
+    origin = (f"ESTIMATED from datasheet prior {profile.prior}" if profile.kind == "prior"
+              else f"measured, power {profile.sensor.get('provenance')}")
+    table = Table(title=f"{device.get('name', 'device')}  ·  peak {profile.peak_flops / 1e9:.0f} GFLOP/s  ·  "
+                        f"bandwidth {profile.bandwidth_bytes_per_s / 1e9:.1f} GB/s  ·  {origin}",
+                  title_justify="left")
+    for column in ("variant", "prefill tok/s @512", "decode tok/s", "x8 tok/s", "bound",
+                   "held-out MAPE pre / dec", "within ±10%", "J/token dec"):
+        table.add_column(column, justify="left" if column in ("variant", "bound") else "right", no_wrap=column == "variant")
+    for name, v in profile.variants.items():
+        step1 = profile.predict_decode_step_ms(name, 256, 1)
+        step8 = profile.predict_decode_step_ms(name, 256, 8)
+        pre, dec = v.fit_error.get("prefill_held_out", {}), v.fit_error.get("decode_held_out", {})
+        table.add_row(
+            name,
+            f"{512 / (profile.predict_prefill_ms(name, 512) / 1000):.0f}",
+            f"{1000 / step1:.1f}",
+            f"{8000 / step8:.1f}",
+            v.decode.bound(v.costs, profile.peak_flops, profile.bandwidth_bytes_per_s, 1),
+            f"{pre['mape_pct']:.1f}% / {dec['mape_pct']:.1f}%" if pre and dec else "n/a",
+            f"{dec['within_10pct']:.0%}" if dec else "n/a",
+            f"{v.energy.get('decode_j_per_token', float('nan')):.3f} ({v.energy.get('provenance', '?')[:4]})",
+        )
+    return table
+
+
+@main.command()
+@click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path), help="Measure the variants of this bundle too (prefill, decode x batch 1-8).")
+@click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
+@click.option("--quick", is_flag=True, help="Fewer points and repeats; about a minute per variant on 2 cores.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("edgert-profile.json"), show_default=True, help="Where to write the profile JSON.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Roofline PNG (default: next to --out).")
+@click.option("--no-plot", is_flag=True, help="Do not write the roofline PNG.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the model runs (default: physical cores).")
+@click.option("--tdp", "tdp_w", type=click.FloatRange(min=0, min_open=True), help="TDP in W for the power estimate when no sensor exists.")
+@click.option("--prior", help="Datasheet prior id this device matches (gives the TDP for estimates); see profiles/priors.")
+@click.option("--from-prior", "from_prior", help="Measure nothing: build the profile from this datasheet prior, to plan for a device you do not have.")
+@click.option("--power-mode", help="Power mode of the prior (with --from-prior; default: the prior's default).")
+@click.option("--list-priors", is_flag=True, help="List the datasheet priors and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile JSON to stdout.")
+def profile(bundle_dir: Optional[Path], variants: List[str], quick: bool, out_path: Path, plot_path: Optional[Path],
+            no_plot: bool, threads: Optional[int], tdp_w: Optional[float], prior: Optional[str], from_prior: Optional[str],
+            power_mode: Optional[str], list_priors: bool, as_json: bool) -> None:
+    """Measure this device and fit roofline latency and energy models.
+
+    \b
+    edgert profile --bundle my-bundle --quick           measure this machine (about a minute per variant)
+    edgert profile --from-prior jetson-orin-nano-8gb --bundle my-bundle   plan for a device you do not have
+    """
+    from edgert.bundle import Bundle
+    from edgert.profiler.measure import profile_device
+    from edgert.profiler.priors import list_priors as known_priors, load_prior
+
+    if list_priors:
+        for prior_id in known_priors():
+            p = load_prior(prior_id)
+            con.print(f"{prior_id:28s} {p.name} ({p.memory_size_gb:g} GB, {p.bandwidth_gbs:g} GB/s, {p.tdp_w:g} W)")
+        return
+    bundle = Bundle.open(bundle_dir) if bundle_dir else None
+    if bundle is not None and variants:
+        for name in variants:
+            bundle.variant(name)
+    for prior_id in (prior, from_prior):
+        if prior_id is not None:
+            load_prior(prior_id)  # fail before measuring
+    if from_prior is not None:
+        from edgert.profiler.from_prior import profile_from_prior
+
+        result = profile_from_prior(from_prior, bundle, variants=list(variants) or None, power_mode=power_mode)
+        result.save(out_path)
+        if as_json:
+            click.echo(json.dumps(result.to_dict(), indent=1))
+            return
+        con.print(_profile_table(result))
+        err.print(Text(f"profile written: {out_path} (from the datasheet prior {from_prior}: every figure is an estimate)", style="dim"))
+        return
+    progress = Progress(TextColumn("{task.description:<40}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeRemainingColumn(), console=err, transient=True)
+    tasks = {}
+
+    def report(label: str, done: int, total: int) -> None:
+        key = label.split(" ")[0]
+        if key not in tasks:
+            tasks[key] = progress.add_task(key, total=total)
+        progress.update(tasks[key], completed=done, total=total, description=label)
+
+    with progress:
+        result = profile_device(bundle, variants=list(variants) or None, quick=quick, threads=threads,
+                                tdp_w=tdp_w, prior=prior, progress=report)
+    result.save(out_path)
+    if not no_plot and result.variants:
+        from edgert.profiler.plot import roofline_png
+
+        plot_path = plot_path or out_path.with_suffix(".png")
+        roofline_png(result, plot_path)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+        return
+    con.print(_profile_table(result))
+    err.print(Text(f"profile written: {out_path}" + (f"; roofline plot: {plot_path}" if plot_path and not no_plot and result.variants else ""), style="dim"))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -20,8 +20,6 @@ from .roofline import error_stats, fit_decode, fit_prefill
 #: progress(label, done, total) — done/total count measurement steps
 Progress = Optional[Callable[[str, int, int], None]]
 
-ESTIMATE_W_PER_CORE = 5.0  # used only when neither a sensor nor a prior gives a TDP
-
 
 @dataclass(frozen=True)
 class ProfilePlan:
@@ -34,10 +32,10 @@ class ProfilePlan:
     held_out_prefill: Sequence[int] = ()  # indices into prefill_lengths kept out of the fit for error reporting
 
     def steps(self) -> int:
-        return len(self.prefill_lengths) * (self.reps + len(self.batches))
+        return len(self.prefill_lengths) * self.reps * (1 + len(self.batches))
 
 
-QUICK = ProfilePlan(prefill_lengths=(24, 64, 160, 384, 640, 1024), batches=tuple(range(1, 9)), decode_steps=4, reps=1,
+QUICK = ProfilePlan(prefill_lengths=(24, 64, 160, 384, 640, 1024), batches=tuple(range(1, 9)), decode_steps=5, reps=2,
                     held_out_prefill=(1, 4))
 FULL = ProfilePlan(prefill_lengths=(16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536), batches=tuple(range(1, 9)),
                    decode_steps=6, reps=3, held_out_prefill=(1, 4, 7))
@@ -58,30 +56,21 @@ def _split_decode(samples: List[Dict[str, float]]):
 
 
 class _Meter:
-    """Energy over a block of work: a device sensor through EnergyMeter when one exists,
-    else the TDP x (0.1 + 0.9 load^3) estimate at full load, labelled estimated."""
+    """Energy over a block of work from the device's best sensor (measured, or the TDP
+    estimate labelled as such)."""
 
-    def __init__(self, sensor: Any, tdp_w: float, tdp_source: str):
+    def __init__(self, sensor: Any):
         self.sensor = sensor
-        self.tdp_w = tdp_w
-        self.tdp_source = tdp_source
 
     def measure(self, work: Callable[[], Any], into: _Energy) -> Any:
-        start = time.perf_counter()
-        if self.sensor is not None:
-            from ..devices.base import EnergyMeter
+        from ..devices import EnergyMeter
 
-            with EnergyMeter(self.sensor) as meter:
-                result = work()
-            reading = meter.result
-            into.joules += reading.energy_j
-            into.provenance, into.source = reading.provenance, reading.source
-        else:
+        start = time.perf_counter()
+        with EnergyMeter(self.sensor, interval_s=0.05) as meter:
             result = work()
-            elapsed = time.perf_counter() - start
-            into.joules += self.tdp_w * (0.1 + 0.9 * 1.0**3) * elapsed
-            into.provenance, into.source = "estimated", f"estimate:tdp*(0.1+0.9*load^3), load=1, tdp={self.tdp_w:g} W ({self.tdp_source})"
         into.seconds += time.perf_counter() - start
+        into.joules += meter.result.energy_j
+        into.provenance, into.source = self.sensor.provenance, self.sensor.name
         return result
 
 
@@ -92,23 +81,29 @@ def measure_variant(runner, plan: ProfilePlan, meter: _Meter, progress: Progress
     decode: List[Dict[str, float]] = []
     e_prefill, e_decode = _Energy(), _Energy()
     done, total = 0, plan.steps()
+    # warm-up, discarded: the first evaluations fault the memory-mapped weights in
+    runner.measure_prefill_ms(min(64, max(plan.prefill_lengths)))
+    runner.measure_decode_ms(8, max(plan.batches), 3)
     for length in plan.prefill_lengths:
-        times = []
+        prefill_ms: List[float] = []
+        decode_ms: Dict[int, List[float]] = {batch: [] for batch in plan.batches}
         for _ in range(plan.reps):
-            times.append(meter.measure(lambda: runner.measure_prefill_ms(length), e_prefill))
+            # each repeat re-evaluates the prompt, then times decode steps on top of it
+            prefill_ms.append(meter.measure(lambda: runner.measure_prefill_ms(length), e_prefill))
             done += 1
             if progress:
                 progress(f"{label} prefill {length} tokens", done, total)
-        prefill.append({"n_tokens": length, "ms": statistics.median(times), "raw_ms": times})
-        for batch in plan.batches:
-            steps = meter.measure(lambda: runner.measure_decode_ms(length, batch, plan.decode_steps + 1), e_decode)
-            steps = steps[1:]  # the first step after a cache change pays one-off costs
+            for batch in plan.batches:
+                steps = meter.measure(lambda: runner.measure_decode_ms(length, batch, plan.decode_steps + 1), e_decode)
+                decode_ms[batch] += steps[1:]  # the first step after a cache change pays one-off costs
+                done += 1
+                if progress:
+                    progress(f"{label} decode ctx {length} x{batch}", done, total)
+        prefill.append({"n_tokens": length, "ms": statistics.median(prefill_ms), "raw_ms": prefill_ms})
+        for batch, steps in decode_ms.items():
             decode.append({"context_len": length, "batch": batch, "ms": statistics.median(steps), "raw_ms": steps})
-            done += 1
-            if progress:
-                progress(f"{label} decode ctx {length} x{batch}", done, total)
     prefill_tokens = sum(s["n_tokens"] * len(s["raw_ms"]) for s in prefill)
-    decode_tokens = sum(s["batch"] * (plan.decode_steps + 1) for s in decode)
+    decode_tokens = sum(s["batch"] * (plan.decode_steps + 1) * plan.reps for s in decode)
     energy = {
         "prefill_j_per_token": e_prefill.joules / prefill_tokens,
         "decode_j_per_token": e_decode.joules / decode_tokens,
@@ -145,15 +140,16 @@ def fit_variant(name: str, sha256: str, quantization: str, costs, threads: int, 
                           fit_error=fit_error, energy=measured["energy"])
 
 
-def _detect_device():
-    """(device info dict, best sensor or None, power mode) from edgert.devices."""
-    from ..devices import detect_devices
-
-    devices = detect_devices()
-    device = devices[0]
-    info = device.info()
-    sensors = [s for s in device.sensors() if getattr(s, "provenance", "") == "measured"]
-    return info.to_dict(), (sensors[0] if sensors else None), info.details.get("power_mode")
+def choose_device(devices: Sequence[Any], gpu_offload: bool) -> Any:
+    """The device the model runs on: a GPU when llama.cpp offloads to one, else the board
+    (Jetson, Raspberry Pi: their rails measure the whole module), else the CPU."""
+    by_kind = {d.kind: d for d in devices}
+    if gpu_offload and "nvidia-gpu" in by_kind:
+        return by_kind["nvidia-gpu"]
+    for kind in ("jetson", "raspberry-pi", "cpu"):
+        if kind in by_kind:
+            return by_kind[kind]
+    return devices[0]
 
 
 def profile_device(
@@ -166,18 +162,20 @@ def profile_device(
     progress: Progress = None,
 ) -> DeviceProfile:
     """Measure this device (and every chosen variant of ``bundle``) into a DeviceProfile."""
+    from ..devices import detect_devices
+    from ..runners.llama_cpp import gpu_offload_supported
+
     plan = QUICK if quick else FULL
     threads = threads or default_threads()
-    device, sensor, power_mode = _detect_device()
-    tdp_source = "--tdp"
     if tdp_w is None and prior is not None:
         from .priors import load_prior
 
-        tdp_w, tdp_source = load_prior(prior).tdp_w, f"prior {prior}"
-    if tdp_w is None:
-        cores = int(device.get("details", {}).get("cores") or threads)
-        tdp_w, tdp_source = ESTIMATE_W_PER_CORE * cores, f"{ESTIMATE_W_PER_CORE:g} W per core, a rough default"
-    meter = _Meter(sensor, tdp_w, tdp_source)
+        tdp_w = load_prior(prior).tdp_w
+    notes: List[str] = []
+    device = choose_device(detect_devices(notes=notes), gpu_offload_supported())
+    info = device.info()
+    sensor = device.sensors(tdp_w=tdp_w)[0]
+    meter = _Meter(sensor)
 
     if progress:
         progress("microbenchmarks", 0, 1)
@@ -190,23 +188,23 @@ def profile_device(
         for variant in chosen:
             path = bundle.artifact(variant)
             costs = costs_from_file(path)
-            needed_ctx = max(plan.prefill_lengths) + plan.decode_steps + 16
+            # the shared context plus every sequence's new tokens live in one unified cache
+            needed_ctx = max(plan.prefill_lengths) + max(plan.batches) * (plan.decode_steps + 1) + 16
             runner = runner_for(variant.format)(path, n_ctx=needed_ctx, n_threads=threads)
             with runner:
                 measured = measure_variant(runner, plan, meter, progress, label=variant.name)
             profiled[variant.name] = fit_variant(variant.name, variant.sha256, variant.quantization, costs, threads,
                                                  measured, plan, peak, bw)
     return DeviceProfile(
-        device=device,
+        device=info.to_dict(),
         peak_flops=peak,
         bandwidth_bytes_per_s=bw,
         variants=profiled,
         kind="measured",
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         created_by=f"edgert {__version__}",
-        power_mode=power_mode,
+        power_mode=info.details.get("power_mode"),
         prior=prior,
-        sensor={"provenance": "measured" if sensor is not None else "estimated",
-                "source": getattr(sensor, "name", None) or f"estimate (tdp {tdp_w:g} W, {tdp_source})"},
+        sensor={"provenance": sensor.provenance, "source": sensor.name, "skipped": device.sensor_problems + notes},
         microbench={**micro, "plan": "quick" if quick else "full"},
     )

@@ -80,6 +80,11 @@ class DeviceProfile:
     schema_version: int = PROFILE_SCHEMA_VERSION
 
     # -------------------------------------------------------------- predictions
+    @property
+    def provenance(self) -> str:
+        """How far to trust predictions: measured here, or estimated from a datasheet."""
+        return f"estimated (datasheet prior {self.prior})" if self.kind == "prior" else "measured"
+
     def variant(self, name: str) -> VariantProfile:
         if name not in self.variants:
             raise ProfileError(f"the profile has no measurements of variant {name!r}; it has: {', '.join(self.variants) or 'none'}")

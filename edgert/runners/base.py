@@ -354,10 +354,11 @@ class Runner(ABC):
         """Wall time of each of ``steps`` decode steps for ``batch`` sequences that share a
         context of ``context_len`` tokens (profiler use)."""
         self._require_loaded()
-        if context_len < 1 or batch < 1 or steps < 1 or context_len + steps + batch > self.n_ctx:
+        if context_len < 1 or batch < 1 or steps < 1 or context_len + batch * steps > self.n_ctx:
             raise UsageError(
                 f"decode measurement needs context_len >= 1, batch >= 1, steps >= 1 and "
-                f"context_len + steps within the context of {self.n_ctx}; found {context_len}, {batch}, {steps}"
+                f"context_len + batch x steps within the context of {self.n_ctx}; "
+                f"found {context_len}, {batch}, {steps}"
             )
         with self._exclusive():
             return self._measure_decode_impl(context_len, batch, steps)

@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import GenerationError, ModelFileError, UsageError, unavailable
+from ..errors import EdgertError, GenerationError, ModelFileError, UsageError, unavailable
 from .base import Runner, _Aborted
 
 N_BATCH = 512
@@ -56,6 +56,14 @@ def _llama_cpp():
         _log_callback = llama_cpp.llama_log_callback(forward)
         llama_cpp.llama_log_set(_log_callback, None)
     return llama_cpp
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama-cpp-python build can offload layers to a GPU."""
+    try:
+        return bool(_llama_cpp().llama_supports_gpu_offload())
+    except EdgertError:
+        return False
 
 
 class LlamaCppRunner(Runner):

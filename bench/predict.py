@@ -1,0 +1,130 @@
+"""Benchmark: how well a --quick device profile predicts held-out measurements.
+
+1. Pack SmolLM2-135M-Instruct (Q4_1) and Gemma-3-270M (Q4_K_M) into one bundle.
+2. Profile this machine with the quick plan (as `edgert profile --quick`).
+3. Measure held-out configurations never used by the fit — prompt 32-1024 tokens,
+   output 16-256 tokens, batch 1-8, every variant, drawn at random (seeded) — with the
+   same llama.cpp calls generation uses: prefill of the prompt, then `output` decode steps
+   of `batch` sequences sharing it.
+4. Compare with the profile's predictions: prefill ms, mean decode step ms (which gives
+   the decode time), and the total. Targets (issue 4): >= 90% of decode and of prefill
+   predictions within +-10%, decode MAPE <= 7%.
+
+Writes bench/results/predict-<stamp>.json (raw), .md (table) and the roofline PNG.
+
+Usage: python bench/predict.py [--configs 40] [--seed 1] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+from edgert.bundle import Bundle, MANIFEST_NAME, pack
+from edgert.models import packaged_model_path
+from edgert.profiler.measure import profile_device
+from edgert.profiler.plot import roofline_png
+from edgert.profiler.roofline import error_stats
+from edgert.runners.llama_cpp import LlamaCppRunner
+from edgert.runtime import default_threads
+
+BUNDLE = Path.home() / ".cache" / "edgert" / "bundles" / "bench-smollm2-gemma3"
+
+
+def bench_bundle() -> Bundle:
+    if not (BUNDLE / MANIFEST_NAME).exists():
+        pack([packaged_model_path("smollm2-135m-instruct"), packaged_model_path("gemma-3-270m")], BUNDLE,
+             model_name="smollm2-and-gemma3", names=["smollm2-135m-q4_1", "gemma3-270m-q4_k_m"])
+    return Bundle.open(BUNDLE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", type=int, default=40, help="held-out configurations (split over variants)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    threads = default_threads()
+    bundle = bench_bundle()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    profile = profile_device(bundle, quick=True, threads=threads,
+                             progress=lambda label, d, t: print(f"\r  profiling {label:<44} {d}/{t}", end="", flush=True))
+    profile_s = time.perf_counter() - started
+    print(f"\nquick profile took {profile_s:.0f} s")
+    profile.save(args.out / f"predict-profile-{stamp}.json")
+    roofline_png(profile, args.out / f"predict-roofline-{stamp}.png")
+
+    rng = random.Random(args.seed)
+    names = [v.name for v in bundle.variants]
+    configs = []
+    for i in range(args.configs):
+        configs.append({"variant": names[i % len(names)], "prompt": rng.randint(32, 1024),
+                        "output": rng.randint(16, 256), "batch": rng.randint(1, 8)})
+    rows = []
+    for name in names:
+        path = bundle.artifact(bundle.variant(name))
+        with LlamaCppRunner(path, n_ctx=1024 + 8 * 256 + 16, n_threads=threads) as runner:
+            runner.measure_prefill_ms(64)  # warm-up, as the profiler does
+            for c in [c for c in configs if c["variant"] == name]:
+                prefill_ms = runner.measure_prefill_ms(c["prompt"])
+                steps = runner.measure_decode_ms(c["prompt"], c["batch"], c["output"])
+                measured_step = statistics.mean(steps)
+                predicted_prefill = profile.predict_prefill_ms(name, c["prompt"])
+                predicted_step = profile.predict_decode_step_ms(name, c["prompt"] + c["output"] / 2, c["batch"])
+                row = {**c, "prefill_ms": prefill_ms, "predicted_prefill_ms": predicted_prefill,
+                       "decode_step_ms": measured_step, "predicted_decode_step_ms": predicted_step,
+                       "total_ms": prefill_ms + sum(steps),
+                       "predicted_total_ms": profile.predict_generation_ms(name, c["prompt"], c["output"], c["batch"])}
+                rows.append(row)
+                print(f"  {name:20s} prompt {c['prompt']:4d} out {c['output']:3d} x{c['batch']}: "
+                      f"prefill {prefill_ms:7.1f} vs {predicted_prefill:7.1f} ms, "
+                      f"step {measured_step:6.2f} vs {predicted_step:6.2f} ms")
+
+    def stats(key):
+        return error_stats([r[key] for r in rows], [r["predicted_" + key] for r in rows])
+
+    summary = {"prefill": stats("prefill_ms"), "decode_step": stats("decode_step_ms"), "total": stats("total_ms"),
+               "per_variant": {n: {"prefill": error_stats([r["prefill_ms"] for r in rows if r["variant"] == n],
+                                                          [r["predicted_prefill_ms"] for r in rows if r["variant"] == n]),
+                                   "decode_step": error_stats([r["decode_step_ms"] for r in rows if r["variant"] == n],
+                                                              [r["predicted_decode_step_ms"] for r in rows if r["variant"] == n])}
+                               for n in names},
+               "profile_seconds": profile_s,
+               "profile_fit_error": {n: v.fit_error for n, v in profile.variants.items()}}
+    summary["targets_met"] = {
+        "decode_within_10pct>=0.9": summary["decode_step"]["within_10pct"] >= 0.9,
+        "prefill_within_10pct>=0.9": summary["prefill"]["within_10pct"] >= 0.9,
+        "decode_mape<=7": summary["decode_step"]["mape_pct"] <= 7,
+    }
+    record = {"benchmark": "predict", "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": threads,
+                          "device": profile.device.get("name")},
+              "summary": summary, "configs": rows}
+    (args.out / f"predict-{stamp}.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [f"# predict {stamp}", "",
+             f"Quick profile: {profile_s:.0f} s. Held-out configurations: {len(rows)}.", "",
+             "| | n | MAPE % | within ±10% |", "|---|---|---|---|"]
+    for key in ("prefill", "decode_step", "total"):
+        s = summary[key]
+        lines.append(f"| {key} | {s['n']} | {s['mape_pct']:.1f} | {s['within_10pct']:.0%} |")
+    lines += ["", "| variant | prompt | output | batch | prefill ms meas / pred | step ms meas / pred |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['prompt']} | {r['output']} | {r['batch']} | "
+                     f"{r['prefill_ms']:.0f} / {r['predicted_prefill_ms']:.0f} | "
+                     f"{r['decode_step_ms']:.2f} / {r['predicted_decode_step_ms']:.2f} |")
+    (args.out / f"predict-{stamp}.md").write_text("\n".join(lines) + "\n")
+    print(json.dumps({k: summary[k] for k in ("prefill", "decode_step", "total", "targets_met")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

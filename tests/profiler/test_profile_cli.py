@@ -1,0 +1,48 @@
+"""A real `edgert profile --quick` of this CPU with the SmolLM2 bundle (about a minute)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edgert.cli.main import main
+from edgert.profiler.profile import DeviceProfile
+
+
+@pytest.fixture(scope="module")
+def quick_profile(smollm2_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("profile") / "cpu.json"
+    result = CliRunner().invoke(main, ["profile", "--bundle", str(smollm2_bundle), "--quick", "--out", str(out), "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_quick_profile_writes_a_usable_profile(quick_profile):
+    out, result = quick_profile
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == 1 and data["kind"] == "measured"
+    assert data["device"]["kind"] == "cpu"
+    assert data["sensor"]["provenance"] == "estimated"  # no powercap / hwmon on this machine
+    variant = data["variants"]["smollm2-135m-instruct-q4_1"]
+    assert len(variant["samples"]["prefill"]) == 6 and len(variant["samples"]["decode"]) == 48
+    assert variant["energy"]["provenance"] == "estimated" and variant["energy"]["decode_j_per_token"] > 0
+    held = variant["fit_error"]["decode_held_out"]
+    assert held["n"] == 12 and held["mape_pct"] < 25  # loose: the machine is shared; bench/predict.py measures accuracy
+    profile = DeviceProfile.load(out)
+    # more work costs more time
+    assert profile.predict_decode_step_ms("smollm2-135m-instruct-q4_1", 1000, 1) > \
+        profile.predict_decode_step_ms("smollm2-135m-instruct-q4_1", 10, 1)
+    assert profile.predict_prefill_ms("smollm2-135m-instruct-q4_1", 800) > \
+        profile.predict_prefill_ms("smollm2-135m-instruct-q4_1", 100)
+    png = out.with_suffix(".png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "smollm2-135m-instruct-q4_1" in result.stdout
+
+
+def test_profile_refuses_bad_arguments_before_measuring(smollm2_bundle, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["profile", "--bundle", str(smollm2_bundle), "--variant", "nope", "--out", str(tmp_path / "p.json")])
+    assert result.exit_code == 1 and "unknown variant 'nope'" in result.stderr
+    result = runner.invoke(main, ["profile", "--prior", "jetson-orin-nano-9gb", "--out", str(tmp_path / "p.json")])
+    assert result.exit_code == 1 and "jetson-orin-nano-8gb" in result.stderr
+    assert not (tmp_path / "p.json").exists()
