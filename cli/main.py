@@ -242,6 +242,76 @@ def demo(bundle_dir: Optional[Path], prompt: str, deadline: str, max_tokens: int
         _run_one(runtime, prompt, False, deadline_s=deadline_s, max_tokens=max_tokens)
 
 
+# ------------------------------------------------------------------------- convert
+def _gate_table(result) -> Table:
+    table = Table(title=f"added to {result.bundle.root}", title_justify="left")
+    for column in ("variant", "format", "quant", "size", "mean KLD", "top-1", "ppl change", "gate"):
+        table.add_column(column, justify="left" if column in ("variant", "format", "quant", "gate") else "right",
+                         no_wrap=column == "variant")
+    for v in result.added:
+        m = (v.quality_gate or {}).get("metrics", {})
+        lm = "mean_kld" in m
+        table.add_row(v.name, v.format, v.quantization, f"{v.size_bytes / 1e6:.1f} MB",
+                      f"{m['mean_kld']:.5f}" if lm else f"max|d| {m.get('max_abs_diff', float('nan')):.2g}",
+                      f"{m['top1_agreement']:.3f}" if lm else f"cos {m.get('min_cosine', float('nan')):.4f}",
+                      f"{m['ppl_change_pct']:+.2f}%" if lm else "",
+                      "passed" if (v.quality_gate or {}).get("passed") else "?")
+    return table
+
+
+def _parse_thresholds(values: List[str]) -> dict:
+    out = {}
+    for item in values:
+        key, sep, number = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = float(number)
+        except ValueError:
+            raise UsageError(f"--gate: expected NAME=NUMBER (max_mean_kld, min_top1, max_ppl_increase_pct, "
+                             f"max_abs_diff, min_cosine), found {item!r}") from None
+    return out
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--to", "target", required=True, type=click.Choice(["gguf", "onnx", "tensorrt"]), help="Target format.")
+@click.option("--quant", "quants", required=True, help="Comma-separated quantizations, e.g. F16,Q8_0,Q4_K_M (gguf) or fp16,int8-dynamic,int4 (onnx).")
+@click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory (created if missing).")
+@click.option("--trust-pickle", is_flag=True, help="Allow .bin/.pt checkpoints (loaded with weights_only=True).")
+@click.option("--imatrix", help="GGUF: llama.cpp importance-matrix file, or 'auto' to compute one from the shipped text.")
+@click.option("--block-size", default=32, show_default=True, type=click.IntRange(min=16), help="ONNX int4: weights per quantization block.")
+@click.option("--gate", "gate_overrides", multiple=True, help="Override a quality-gate threshold, e.g. --gate max_mean_kld=0.5.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for quantization and checks.")
+@click.option("--json", "as_json", is_flag=True, help="Print the added variants and gate results as JSON.")
+def convert(source: Path, target: str, quants: str, out: Path, trust_pickle: bool, imatrix: Optional[str],
+            block_size: int, gate_overrides: List[str], threads: Optional[int], as_json: bool) -> None:
+    """Convert SOURCE (a Hugging Face directory or a .gguf file) and add one gate-checked variant per quantization."""
+    try:
+        from edgert.converters.pipeline import convert as run_convert
+    except ImportError as exc:
+        raise EdgertError(f"conversion unavailable ({exc.name} missing): install edgert[convert]") from None
+
+    thresholds = _parse_thresholds(list(gate_overrides))
+    progress = Progress(TextColumn("{task.description:<36}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        console=err, transient=True)
+    tasks = {}
+
+    def report(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = progress.add_task(label, total=total)
+        progress.update(tasks[label], completed=done, total=total)
+
+    with progress:
+        result = run_convert(source, target, [q.strip() for q in quants.split(",") if q.strip()], out,
+                             trust_pickle=trust_pickle, thresholds=thresholds, imatrix=imatrix,
+                             block_size=block_size, threads=threads, progress=report)
+    if as_json:
+        click.echo(json.dumps({"bundle": str(result.bundle.root), "added": [v.to_dict() for v in result.added]}, indent=1))
+    else:
+        con.print(_gate_table(result))
+
+
 # ------------------------------------------------------------------------- profile
 def _profile_table(profile) -> Table:
     device = profile.device

@@ -7,7 +7,8 @@ import pytest
 
 
 def has_nvidia_gpu() -> bool:
-    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
+    # JetPack 5 boards have neither nvidia-smi nor /dev/nvidia0
+    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists() or is_jetson()
 
 
 def is_jetson() -> bool:
@@ -20,3 +21,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU"))
         if "jetson" in item.keywords and not is_jetson():
             item.add_marker(pytest.mark.skip(reason="needs a Jetson board"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU (or Jetson)")
+    config.addinivalue_line("markers", "jetson: needs a Jetson board")

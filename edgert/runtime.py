@@ -113,8 +113,9 @@ class Runtime:
         start = time.perf_counter()
         path = self.bundle.artifact(chosen)  # sha256 checked before the engine parses it
         self.close()
+        extra = {"engine_key": chosen.extra.get("engine")} if chosen.format == "tensorrt" else {}
         runner = runner_for(chosen.format)(
-            path, n_ctx=min(self.n_ctx, chosen.context_length or self.n_ctx), n_threads=self.n_threads
+            path, n_ctx=min(self.n_ctx, chosen.context_length or self.n_ctx), n_threads=self.n_threads, **extra
         )
         runner.load()
         self._runner, self._runner_variant = runner, chosen.name

@@ -58,27 +58,29 @@ class Bundle:
             raise UnknownVariantError(f"unknown variant {name!r}; this bundle has: {names}")
         return found
 
-    def path_of(self, variant: Variant) -> Path:
-        """The artifact's path, refusing any that resolves outside the bundle (e.g. symlinks)."""
-        candidate = (self.root / variant.file).resolve()
+    def path_of(self, variant: Variant, file: Optional[str] = None) -> Path:
+        """An artifact file's path, refusing any that resolves outside the bundle (e.g. symlinks)."""
+        file = file or variant.file
+        candidate = (self.root / file).resolve()
         if self.root != candidate and self.root not in candidate.parents:
             raise UnsafePathError(
-                f"variant {variant.name!r}: file {variant.file!r} resolves to {candidate}, "
+                f"variant {variant.name!r}: file {file!r} resolves to {candidate}, "
                 f"outside the bundle {self.root}"
             )
         return candidate
 
     def _check_file(self, variant: Variant) -> Path:
-        path = self.path_of(variant)
-        if not path.is_file():
-            raise BundleError(f"variant {variant.name!r}: artifact {variant.file!r} is missing from {self.root}")
-        size = path.stat().st_size
-        if size != variant.size_bytes:
-            raise IntegrityError(
-                f"variant {variant.name!r}: {variant.file} is {size} bytes, "
-                f"manifest says {variant.size_bytes}"
-            )
-        return path
+        for entry in variant.all_files():
+            path = self.path_of(variant, entry["file"])
+            if not path.is_file():
+                raise BundleError(f"variant {variant.name!r}: artifact {entry['file']!r} is missing from {self.root}")
+            size = path.stat().st_size
+            if size != entry["size_bytes"]:
+                raise IntegrityError(
+                    f"variant {variant.name!r}: {entry['file']} is {size} bytes, "
+                    f"manifest says {entry['size_bytes']}"
+                )
+        return self.path_of(variant)
 
     def verify(self, names: Optional[Iterable[str]] = None, progress: Optional[ByteProgress] = None) -> None:
         """Check size and sha256 of the named variants (all by default)."""
@@ -89,17 +91,20 @@ class Bundle:
     def artifact(self, variant: Variant, progress: Optional[ByteProgress] = None) -> Path:
         """The verified path of a variant's artifact; hashes it unless already verified unchanged."""
         path = self._check_file(variant)
-        stat = path.stat()
-        stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
-        if self._verified.get(variant.name) == stamp:
+        stamps = []
+        for entry in variant.all_files():
+            stat = self.path_of(variant, entry["file"]).stat()
+            stamps.append((stat.st_size, stat.st_mtime_ns, stat.st_ino))
+        if self._verified.get(variant.name) == tuple(stamps):
             return path
-        digest = sha256_file(path, progress)
-        if digest != variant.sha256:
-            raise IntegrityError(
-                f"variant {variant.name!r}: sha256 of {variant.file} is {digest[:16]}..., "
-                f"manifest says {variant.sha256[:16]}... (file modified or corrupt)"
-            )
-        self._verified[variant.name] = stamp
+        for entry in variant.all_files():
+            digest = sha256_file(self.path_of(variant, entry["file"]), progress)
+            if digest != entry["sha256"]:
+                raise IntegrityError(
+                    f"variant {variant.name!r}: sha256 of {entry['file']} is {digest[:16]}..., "
+                    f"manifest says {entry['sha256'][:16]}... (file modified or corrupt)"
+                )
+        self._verified[variant.name] = tuple(stamps)
         return path
 
     def save_manifest(self) -> None:

@@ -44,7 +44,13 @@ class Variant:
     tokenizer: Dict[str, Any] = field(default_factory=dict)
     provenance: Dict[str, Any] = field(default_factory=dict)
     quality_gate: Optional[Dict[str, Any]] = None
+    # further files the artifact needs (ONNX external data, tokenizer): {file, sha256, size_bytes}
+    files: List[Dict[str, Any]] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)
+
+    def all_files(self) -> List[Dict[str, Any]]:
+        """The main file and the further files, each as {file, sha256, size_bytes}."""
+        return [{"file": self.file, "sha256": self.sha256, "size_bytes": self.size_bytes}] + list(self.files)
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
@@ -135,6 +141,18 @@ def _parse_variant(data: Any, index: int) -> Variant:
     for key in ("tokenizer", "provenance"):
         if not isinstance(fields.get(key, {}), dict):
             raise BundleError(f"{where}: {key} should be an object")
+    extra_files = fields.get("files", [])
+    if not isinstance(extra_files, list):
+        raise BundleError(f"{where}: files should be a list")
+    for i, entry in enumerate(extra_files):
+        at = f"{where} files[{i}]"
+        if not isinstance(entry, dict):
+            raise BundleError(f"{at}: expected an object, found {type(entry).__name__}")
+        check_relative_path(_require(entry, "file", str, at), at)
+        if not SHA256.match(_require(entry, "sha256", str, at)):
+            raise BundleError(f"{at}: sha256 must be 64 lowercase hex digits")
+        if _require(entry, "size_bytes", int, at) < 0:
+            raise BundleError(f"{at}: size_bytes must be >= 0")
     fields.update(name=name, format=fmt, file=file, sha256=sha, size_bytes=size)
     fields.setdefault("quantization", "unknown")
     extra = {k: v for k, v in data.items() if k not in known}
@@ -166,7 +184,7 @@ def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
         if variant.name in seen:
             raise BundleError(f"{source}: variant name {variant.name!r} appears twice")
         seen[variant.name] = variant.file
-    files = [v.file for v in variants]
+    files = [f["file"] for v in variants for f in v.all_files()]
     if len(set(files)) != len(files):
         raise BundleError(f"{source}: two variants point at the same file")
     accuracy = data.get("accuracy_table", [])

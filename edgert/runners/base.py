@@ -341,6 +341,18 @@ class Runner(ABC):
             on_token(tail, -1)
         return result(finish, prefill_ms)
 
+    def logits_for(self, ids: Sequence[int]) -> np.ndarray:
+        """Next-token logits at every position of ``ids`` ([len(ids), vocab]); used by the
+        quality gate and for scoring."""
+        self._require_loaded()
+        if not 1 <= len(ids) <= self.n_ctx:
+            raise UsageError(f"expected 1..{self.n_ctx} token ids, found {len(ids)}")
+        with self._exclusive():
+            return self._logits_for_impl(list(ids))
+
+    def _logits_for_impl(self, ids: List[int]) -> np.ndarray:
+        raise EdgertError(f"{type(self).__name__} cannot return all-position logits")
+
     # ------------------------------------------------------------ measurement
     def measure_prefill_ms(self, n_tokens: int) -> float:
         """Wall time to evaluate a prompt of ``n_tokens`` from an empty cache (profiler use)."""
@@ -484,8 +496,14 @@ class _StopDecoder:
 
 def runner_for(fmt: str) -> Type[Runner]:
     """The runner class registered for an artifact format."""
-    from . import llama_cpp  # noqa: F401  (registers itself)
+    import importlib
 
+    # each runner module registers itself on import; they import their engines lazily
+    for module in ("llama_cpp", "onnxruntime", "tensorrt"):
+        try:
+            importlib.import_module(f"{__package__}.{module}")
+        except ImportError:
+            pass
     if fmt not in Runner.registry:
         raise EdgertError(f"no runner for format {fmt!r}; available: {sorted(Runner.registry)}")
     return Runner.registry[fmt]

@@ -226,6 +226,18 @@ class LlamaCppRunner(Runner):
         self._pos += 1
         return self._logits()
 
+    def _logits_for_impl(self, ids: List[int]) -> np.ndarray:
+        self._lib.llama_memory_clear(self._memory, True)
+        self._filler_len = 0
+        rows = []
+        for start in range(0, len(ids), self._n_batch):
+            chunk = ids[start : start + self._n_batch]
+            n = len(chunk)
+            self._decode(chunk, range(start, start + n), [0] * n, [True] * n)
+            rows.extend(self._logits(i) for i in range(n))
+        self._pos = len(ids)
+        return np.stack(rows)
+
     # ------------------------------------------------------------ measurement
     def _filler_ids(self, n: int) -> List[int]:
         base = self._tokenize_impl(FILLER_TEXT)

@@ -1,0 +1,199 @@
+"""GGUF target: edgert's writer for F32/F16/BF16, then llama.cpp's own quantizer.
+
+Quantization goes through ``llama_model_quantize`` (llama.cpp's C API, as bound by
+llama-cpp-python), the same code as the ``llama-quantize`` tool. An importance matrix
+can be passed as llama.cpp's GGUF imatrix file (``*.in_sum2`` / ``*.counts`` tensors) or
+computed here from the shipped text sample (``--imatrix auto``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .base import Artifact, ConversionError, Converter, ConvertOptions, Source, source_parameter_count
+from .gguf_writer import ARCHITECTURES, FLOAT_FILE_TYPES, supported_architectures, write_gguf
+
+# quantization name -> llama_ftype value (llama.h); bits per weight for size estimates
+QUANT_TYPES: Dict[str, int] = {"Q8_0": 7, "Q6_K": 18, "Q5_K_M": 17, "Q4_K_M": 15, "Q4_0": 2}
+BITS_PER_WEIGHT: Dict[str, float] = {"F32": 32, "F16": 16, "BF16": 16, "Q8_0": 8.5, "Q6_K": 6.6, "Q5_K_M": 5.7,
+                                     "Q4_K_M": 4.9, "Q4_0": 4.5}
+
+
+def _versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("gguf", "llama-cpp-python", "transformers", "torch", "safetensors"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def quantize_gguf(source: Path, out: Path, quantization: str, threads: Optional[int] = None,
+                  imatrix: Optional[Dict[str, np.ndarray]] = None) -> Path:
+    """Quantize a float GGUF with llama.cpp's quantizer (written to a temp name, then renamed)."""
+    from edgert.runners.llama_cpp import _llama_cpp
+
+    lib = _llama_cpp()
+    params = lib.llama_model_quantize_default_params()
+    params.ftype = QUANT_TYPES[quantization]
+    params.nthread = threads or 0
+    keep = []
+    if imatrix:
+        entries = (lib.llama_model_imatrix_data * (len(imatrix) + 1))()
+        for i, (name, values) in enumerate(sorted(imatrix.items())):
+            array = np.ascontiguousarray(values, dtype=np.float32)
+            keep.append(array)
+            entries[i].name = name.encode()
+            entries[i].data = array.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            entries[i].size = array.size
+        params.imatrix = ctypes.cast(entries, ctypes.POINTER(lib.llama_model_imatrix_data))
+        keep.append(entries)
+    tmp = out.with_name(out.name + ".partial")
+    code = lib.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+    if code != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
+        raise ConversionError(f"llama.cpp's quantizer failed for {quantization} (code {code})")
+    tmp.replace(out)
+    return out
+
+
+def read_imatrix(path: Path) -> Dict[str, np.ndarray]:
+    """llama.cpp's GGUF importance matrix: mean squared activation per input column."""
+    try:
+        from gguf import GGUFReader
+        reader = GGUFReader(str(path))
+    except (ValueError, OSError) as exc:
+        raise ConversionError(f"{path}: not a GGUF importance matrix ({exc})") from None
+    sums, counts = {}, {}
+    for tensor in reader.tensors:
+        if tensor.name.endswith(".in_sum2"):
+            sums[tensor.name[: -len(".in_sum2")]] = np.asarray(tensor.data, dtype=np.float32)
+        elif tensor.name.endswith(".counts"):
+            counts[tensor.name[: -len(".counts")]] = np.asarray(tensor.data, dtype=np.float32)
+    if not sums:
+        raise ConversionError(f"{path}: no *.in_sum2 tensors; expected an imatrix written by llama-imatrix")
+    out = {}
+    for name, values in sums.items():
+        count = counts.get(name)
+        n = float(count.ravel()[0]) if count is not None and count.size else 1.0
+        out[name] = values.ravel() / max(n, 1.0)
+    return out
+
+
+def compute_imatrix(hf_dir: Path, gguf_path: Path) -> Dict[str, np.ndarray]:
+    """Mean squared input activation of every linear layer over the shipped text sample,
+    keyed by GGUF tensor name (what llama-imatrix computes, done with the torch model)."""
+    import torch
+    import gguf
+
+    from .quality import TorchReference
+
+    reference = TorchReference(hf_dir)
+    config = reference.model.config
+    arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[config.architectures[0]].gguf_arch)
+    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
+    sums: Dict[str, torch.Tensor] = {}
+    counts: Dict[str, int] = {}
+    hooks = []
+    for module_name, module in reference.model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            gguf_name = names.get_name(module_name + ".weight", try_suffixes=(".weight",))
+            if gguf_name is None:
+                continue
+
+            def hook(_m, inputs, _out, key=gguf_name):
+                x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+                sums[key] = sums.get(key, 0) + (x * x).sum(0)
+                counts[key] = counts.get(key, 0) + x.shape[0]
+
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        for ids in reference.windows():
+            reference.logits(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    if getattr(config, "tie_word_embeddings", False) and "token_embd.weight" not in sums and "output.weight" in sums:
+        sums["token_embd.weight"] = sums.pop("output.weight")
+        counts["token_embd.weight"] = counts.pop("output.weight")
+    return {name: (sums[name] / counts[name]).numpy() for name in sums}
+
+
+class GGUFConverter(Converter):
+    target = "gguf"
+
+    def supported_quantizations(self) -> List[str]:
+        return list(FLOAT_FILE_TYPES) + list(QUANT_TYPES)
+
+    def supports(self, source: Source) -> Optional[str]:
+        if source.architecture not in ARCHITECTURES:
+            return (f"architecture {source.architecture} is not supported for GGUF; "
+                    f"supported: {', '.join(supported_architectures())}")
+        if not (source.hf_dir / "tokenizer.json").exists():
+            return f"{source.hf_dir}: tokenizer.json is missing; edgert needs a fast (tokenizers) tokenizer"
+        return None
+
+    def estimated_output_bytes(self, source: Source, quantization: str) -> int:
+        return int(source_parameter_count(source) * BITS_PER_WEIGHT[quantization] / 8)
+
+    def _tokenizer_overrides(self, source: Source) -> Dict[str, object]:
+        if source.kind != "gguf":
+            return {}
+        from edgert.formats.gguf import read_header
+
+        header = read_header(source.path)
+        info = header.tokenizer_info()
+        out: Dict[str, object] = {k: info[k] for k in ("add_bos_token", "add_eos_token") if k in info}
+        if info.get("pre"):
+            out["pre"] = info["pre"]
+        for key in ("bos", "eos"):
+            if f"{key}_token_id" in info:
+                out[f"{key}_token_id"] = info[f"{key}_token_id"]
+        return out
+
+    def convert(self, source: Source, options: ConvertOptions) -> List[Artifact]:
+        quants = self.check_quantizations(options.quantizations)
+        overrides = self._tokenizer_overrides(source)
+        name = source.name
+        if source.kind == "gguf":
+            from edgert.formats.gguf import read_header
+
+            name = str(read_header(source.path).get("general.name") or name)
+        artifacts: List[Artifact] = []
+        float_base: Optional[Path] = None
+        imatrix = None
+        for quant in quants:
+            out = options.work_dir / f"{quant.lower()}.gguf"
+            meta = {"tool_versions": _versions(), "writer": "edgert gguf_writer"}
+            if quant in FLOAT_FILE_TYPES:
+                write_gguf(source.hf_dir, out, quant, tokenizer_overrides=overrides, name=name, progress=options.progress)
+            else:
+                if float_base is None:
+                    float_base = options.work_dir / "base-f16.gguf"
+                    write_gguf(source.hf_dir, float_base, "F16", tokenizer_overrides=overrides, name=name,
+                               progress=options.progress)
+                if options.imatrix is not None and imatrix is None:
+                    imatrix = (compute_imatrix(source.hf_dir, float_base) if str(options.imatrix) == "auto"
+                               else read_imatrix(Path(options.imatrix)))
+                if options.progress:
+                    options.progress(f"quantize {quant}", 0, 1)
+                quantize_gguf(float_base, out, quant, options.threads, imatrix)
+                if options.progress:
+                    options.progress(f"quantize {quant}", 1, 1)
+                meta.update(quantizer="llama_model_quantize", imatrix=str(options.imatrix) if options.imatrix else None)
+            artifacts.append(Artifact(format="gguf", quantization=quant, path=out, metadata=meta))
+        if float_base is not None and float_base.exists():
+            float_base.unlink()
+        return artifacts
+
+    def candidate(self, artifact: Artifact, threads: Optional[int] = None):
+        from .quality import LlamaCppCandidate
+
+        return LlamaCppCandidate(artifact.path, threads)

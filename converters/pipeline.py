@@ -1,0 +1,201 @@
+"""``edgert convert``: pre-flight, convert, gate every artifact, then add the passing set.
+
+Everything is staged in a hidden directory beside the bundle (same filesystem, so the
+final moves are renames); the manifest is replaced last. A failure, an interruption or a
+failed gate leaves the bundle as it was; if any artifact fails its gate, none is added.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from edgert import __version__
+from edgert.bundle import MANIFEST_NAME, Bundle, Manifest, Variant
+from edgert.bundle.pack import describe_gguf, model_label, slug
+from edgert.errors import BundleError, UsageError
+from edgert.fileio import sha256_file
+from edgert.formats.gguf import read_header
+
+from .base import (Artifact, ConversionError, ConvertOptions, Progress, QualityGateError, Source, converter_for,
+                   resolve_source, source_parameter_count)
+
+STAGING_PREFIX = ".edgert-staging-"
+MEMORY_MARGIN_BYTES = 512 * 1024 * 1024
+TARGET_TAGS = {"gguf": "", "onnx": "onnx-", "tensorrt": "trt-"}
+
+
+@dataclass
+class ConvertResult:
+    bundle: Bundle
+    added: List[Variant]
+    gate: Dict[str, Dict]
+
+
+def _label(source: Source) -> str:
+    if source.kind == "gguf":
+        return model_label(source.path, read_header(source.path))
+    return slug(source.path.name)
+
+
+def _variant_name(label: str, target: str, quantization: str) -> str:
+    return slug(f"{label}-{TARGET_TAGS[target]}{quantization}")
+
+
+def _source_digest(source: Source) -> str:
+    if source.path.is_file():
+        return sha256_file(source.path)
+    digest = hashlib.sha256()
+    for path in sorted(source.path.glob("*.safetensors")) + [source.path / "config.json"]:
+        digest.update(path.name.encode())
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def preflight(source: Source, converter, quantizations: Sequence[str], staging: Path) -> None:
+    """Refuse before the long work: unsupported model, too little disk or memory."""
+    reason = converter.supports(source)
+    if reason:
+        raise ConversionError(reason)
+    need = sum(converter.estimated_output_bytes(source, q) for q in quantizations)
+    free = shutil.disk_usage(staging).free
+    if need > free:
+        raise ConversionError(f"not enough disk space: the outputs need about {need / 1e9:.1f} GB, "
+                              f"{staging} has {free / 1e9:.1f} GB free")
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except ImportError:  # pragma: no cover
+        return
+    # the fp32 reference model for the gate plus one converted copy being evaluated
+    peak = source_parameter_count(source) * (4 + 2) + MEMORY_MARGIN_BYTES
+    if peak > available:
+        raise ConversionError(f"not enough memory: converting and checking this model needs about "
+                              f"{peak / 1e9:.1f} GB, {available / 1e9:.1f} GB is available")
+
+
+def _variant_for(artifact: Artifact, name: str, bundle_root: Path, source: Source, gate: Dict, digest: str) -> Variant:
+    main_rel = artifact.path.relative_to(bundle_root).as_posix()
+    provenance = {"source": str(source.path.resolve()), "source_kind": source.kind, "source_sha256": digest,
+                  "converted_by": f"edgert {__version__}",
+                  "converted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                  **{k: v for k, v in artifact.metadata.items() if k != "engine"}}
+    if artifact.format == "gguf":
+        fields = describe_gguf(artifact.path, read_header(artifact.path))
+        fields["quantization"] = artifact.quantization
+    else:
+        tok_cfg = source.hf_dir / "tokenizer_config.json"
+        template = json.loads(tok_cfg.read_text()).get("chat_template") if tok_cfg.exists() else None
+        fields = dict(format=artifact.format, quantization=artifact.quantization,
+                      parameter_count=source_parameter_count(source),
+                      context_length=source.config.get("max_position_embeddings"),
+                      architecture=source.model_type, chat_template=template if isinstance(template, str) else None,
+                      tokenizer={"model": "tokenizers", "vocab_size": source.config.get("vocab_size")})
+    files = [{"file": p.relative_to(bundle_root).as_posix(), "sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+             for p in artifact.files]
+    extra = {"engine": artifact.metadata["engine"]} if "engine" in artifact.metadata else {}
+    return Variant(name=name, file=main_rel, sha256=sha256_file(artifact.path), size_bytes=artifact.path.stat().st_size,
+                   provenance=provenance, quality_gate=gate, files=files, extra=extra, **fields)
+
+
+def convert(source_path: Path, target: str, quantizations: Sequence[str], out: Path, *,
+            trust_pickle: bool = False, thresholds: Optional[Dict[str, float]] = None,
+            imatrix: Optional[str] = None, block_size: int = 32, threads: Optional[int] = None,
+            keep_failed: bool = False, progress: Progress = None) -> ConvertResult:
+    """Convert ``source_path`` to ``target`` once per quantization and add the variants to ``out``."""
+    converter = converter_for(target)
+    quantizations = converter.check_quantizations(list(quantizations))
+    if not quantizations:
+        raise UsageError("--quant: expected at least one quantization")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"--out must be a bundle directory, found a file: {out}")
+    existing = Bundle.open(out) if (out / MANIFEST_NAME).exists() else None
+    if out.exists() and existing is None and any(out.iterdir()):
+        raise BundleError(f"{out} exists, is not empty and has no {MANIFEST_NAME}; refusing to write into it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f"{STAGING_PREFIX}{out.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        source = resolve_source(source_path, staging, trust_pickle=trust_pickle, progress=progress)
+        label = _label(source)
+        names = {q: _variant_name(label, target, q) for q in quantizations}
+        taken = {v.name for v in existing.variants} if existing else set()
+        clash = [n for n in names.values() if n in taken]
+        if clash:
+            raise BundleError(f"variant(s) {', '.join(clash)} already exist in {out}; remove them or convert into another bundle")
+        preflight(source, converter, quantizations, staging)
+        work = staging / "artifacts"
+        work.mkdir()
+        options = ConvertOptions(quantizations=quantizations, work_dir=work, block_size=block_size,
+                                 imatrix=Path(imatrix) if imatrix and imatrix != "auto" else imatrix,
+                                 thresholds=thresholds or {}, threads=threads, progress=progress)
+        artifacts = converter.convert(source, options)
+        reference = _reference(source, converter)
+        gates: Dict[str, Dict] = {}
+        failed = []
+        for index, artifact in enumerate(artifacts):
+            if progress:
+                progress(f"quality gate {artifact.quantization}", index, len(artifacts))
+            result = converter.gate(source, artifact, reference, options)
+            gates[artifact.quantization] = result.to_dict()
+            if not result.passed:
+                failed.append(f"{artifact.quantization}: {'; '.join(result.failures)}")
+        if failed:
+            raise QualityGateError("quality gate failed, nothing was added to the bundle: " + " | ".join(failed))
+        return _commit(out, existing, artifacts, names, source, gates, label)
+    finally:
+        if not keep_failed:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _reference(source: Source, converter):
+    make = getattr(converter, "reference", None)
+    if make is not None:
+        return make(source)
+    from .quality import TorchReference
+
+    return TorchReference(source.hf_dir)
+
+
+def _commit(out: Path, existing: Optional[Bundle], artifacts: List[Artifact], names: Dict[str, str],
+            source: Source, gates: Dict[str, Dict], label: str) -> ConvertResult:
+    out.mkdir(exist_ok=True)
+    root = out.resolve()
+    digest = _source_digest(source)
+    moved: List[Path] = []
+    variants: List[Variant] = []
+    try:
+        for artifact in artifacts:
+            name = names[artifact.quantization]
+            if artifact.files:  # multi-file artifacts get a directory of their own
+                target_dir = root / name
+                shutil.rmtree(target_dir, ignore_errors=True)
+                os.replace(artifact.path.parent, target_dir)
+                moved.append(target_dir)
+                artifact = Artifact(artifact.format, artifact.quantization, target_dir / artifact.path.name,
+                                    [target_dir / p.relative_to(artifact.path.parent) for p in artifact.files],
+                                    artifact.metadata)
+            else:
+                target = root / f"{name}{artifact.path.suffix}"
+                os.replace(artifact.path, target)
+                moved.append(target)
+                artifact = Artifact(artifact.format, artifact.quantization, target, [], artifact.metadata)
+            variants.append(_variant_for(artifact, name, root, source, gates[artifact.quantization], digest))
+        manifest = existing.manifest if existing else Manifest(model_name=label, created_by=f"edgert {__version__}")
+        manifest.variants.extend(variants)
+        bundle = Bundle(root, manifest)
+        bundle.save_manifest()
+    except BaseException:
+        for path in moved:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
+    return ConvertResult(Bundle.open(root), variants, gates)
