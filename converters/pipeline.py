@@ -121,6 +121,7 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
     if out.exists() and existing is None and any(out.iterdir()):
         raise BundleError(f"{out} exists, is not empty and has no {MANIFEST_NAME}; refusing to write into it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
     staging = out.parent / f"{STAGING_PREFIX}{out.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -155,6 +156,20 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
     finally:
         if not keep_failed:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Staging directories left by killed conversions (their process no longer exists)."""
+    for path in out.parent.glob(f"{STAGING_PREFIX}{out.name}-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def _reference(source: Source, converter):
