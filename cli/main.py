@@ -276,16 +276,17 @@ def _parse_thresholds(values: List[str]) -> dict:
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--to", "target", required=True, type=click.Choice(["gguf", "onnx", "tensorrt"]), help="Target format.")
-@click.option("--quant", "quants", required=True, help="Comma-separated quantizations, e.g. F16,Q8_0,Q4_K_M (gguf) or fp16,int8-dynamic,int4 (onnx).")
+@click.option("--quant", "quants", required=True, help="Comma-separated quantizations, e.g. F16,Q8_0,Q4_K_M (gguf) or fp16,int8-dynamic,int8-weight,int4,int8-static (onnx) or fp16,int8 (tensorrt).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory (created if missing).")
 @click.option("--trust-pickle", is_flag=True, help="Allow .bin/.pt checkpoints (loaded with weights_only=True).")
 @click.option("--imatrix", help="GGUF: llama.cpp importance-matrix file, or 'auto' to compute one from the shipped text.")
+@click.option("--calibration", type=click.Path(path_type=Path), help="ONNX int8-static: calibration data (.npz of named inputs, or a .txt for text models).")
 @click.option("--block-size", default=32, show_default=True, type=click.IntRange(min=16), help="ONNX int4: weights per quantization block.")
 @click.option("--gate", "gate_overrides", multiple=True, help="Override a quality-gate threshold, e.g. --gate max_mean_kld=0.5.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for quantization and checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the added variants and gate results as JSON.")
 def convert(source: Path, target: str, quants: str, out: Path, trust_pickle: bool, imatrix: Optional[str],
-            block_size: int, gate_overrides: List[str], threads: Optional[int], as_json: bool) -> None:
+            calibration: Optional[Path], block_size: int, gate_overrides: List[str], threads: Optional[int], as_json: bool) -> None:
     """Convert SOURCE (a Hugging Face directory or a .gguf file) and add one gate-checked variant per quantization."""
     try:
         from edgert.converters.pipeline import convert as run_convert
@@ -305,7 +306,7 @@ def convert(source: Path, target: str, quants: str, out: Path, trust_pickle: boo
     with progress:
         result = run_convert(source, target, [q.strip() for q in quants.split(",") if q.strip()], out,
                              trust_pickle=trust_pickle, thresholds=thresholds, imatrix=imatrix,
-                             block_size=block_size, threads=threads, progress=report)
+                             calibration=calibration, block_size=block_size, threads=threads, progress=report)
     if as_json:
         click.echo(json.dumps({"bundle": str(result.bundle.root), "added": [v.to_dict() for v in result.added]}, indent=1))
     else:

@@ -483,6 +483,15 @@ class OnnxConverter(Converter):
         """The artifact run by edgert's ONNX Runtime runner: all positions in one pass, empty past."""
         return OnnxLogits(artifact.path, threads)
 
+    def reference(self, source: Source):
+        """The torch reference the pipeline passes to ``gate``: a ``quality.TorchReference`` for
+        language models; None for other networks, whose gate loads its own torch model."""
+        if not self.is_language_model(source):
+            return None
+        from .quality import TorchReference
+
+        return TorchReference(source.hf_dir)
+
     def gate(self, source: Source, artifact: Artifact, reference, options: ConvertOptions):
         if self.is_language_model(source):
             result = super().gate(source, artifact, reference, options)

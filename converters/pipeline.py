@@ -38,10 +38,11 @@ class ConvertResult:
     gate: Dict[str, Dict]
 
 
-def _label(source: Source) -> str:
-    if source.kind == "gguf":
-        return model_label(source.path, read_header(source.path))
-    return slug(source.path.name)
+def _label(source_path: Path) -> str:
+    """The model part of variant names, known before any heavy work."""
+    if source_path.is_file() and source_path.suffix == ".gguf":
+        return model_label(source_path, read_header(source_path))
+    return slug(source_path.resolve().name)
 
 
 def _variant_name(label: str, target: str, quantization: str) -> str:
@@ -107,7 +108,7 @@ def _variant_for(artifact: Artifact, name: str, bundle_root: Path, source: Sourc
 
 def convert(source_path: Path, target: str, quantizations: Sequence[str], out: Path, *,
             trust_pickle: bool = False, thresholds: Optional[Dict[str, float]] = None,
-            imatrix: Optional[str] = None, block_size: int = 32, threads: Optional[int] = None,
+            imatrix: Optional[str] = None, calibration: Optional[Path] = None, block_size: int = 32, threads: Optional[int] = None,
             keep_failed: bool = False, progress: Progress = None) -> ConvertResult:
     """Convert ``source_path`` to ``target`` once per quantization and add the variants to ``out``."""
     converter = converter_for(target)
@@ -126,18 +127,21 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        source = resolve_source(source_path, staging, trust_pickle=trust_pickle, progress=progress)
-        label = _label(source)
+        if not Path(source_path).exists():
+            raise ConversionError(f"source not found: {source_path}")
+        label = _label(Path(source_path))
         names = {q: _variant_name(label, target, q) for q in quantizations}
         taken = {v.name for v in existing.variants} if existing else set()
         clash = [n for n in names.values() if n in taken]
         if clash:
             raise BundleError(f"variant(s) {', '.join(clash)} already exist in {out}; remove them or convert into another bundle")
+        source = resolve_source(source_path, staging, trust_pickle=trust_pickle, progress=progress)
         preflight(source, converter, quantizations, staging)
         work = staging / "artifacts"
         work.mkdir()
         options = ConvertOptions(quantizations=quantizations, work_dir=work, block_size=block_size,
                                  imatrix=Path(imatrix) if imatrix and imatrix != "auto" else imatrix,
+                                 calibration=Path(calibration) if calibration else None,
                                  thresholds=thresholds or {}, threads=threads, progress=progress)
         artifacts = converter.convert(source, options)
         reference = _reference(source, converter)

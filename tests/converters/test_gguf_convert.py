@@ -88,12 +88,13 @@ def test_converted_model_answers_like_its_source(converted, smollm2_path):
     assert answers[0][:4] == answers[1][:4]
 
 
-def test_failed_gate_adds_nothing(converted, smollm2_path):
+def test_failed_gate_adds_nothing(converted, smollm2_tokenizer_dir, tmp_path):
     out, _ = converted
     before = (out / MANIFEST_NAME).read_bytes()
     files_before = sorted(os.listdir(out))
+    tiny = make_tiny("llama", tmp_path / "tiny", smollm2_tokenizer_dir)
     with pytest.raises(QualityGateError, match="Q4_0: mean KLD .* > 1e-07"):
-        convert(smollm2_path, "gguf", ["Q4_0"], out, thresholds={"max_mean_kld": 1e-7}, threads=2)
+        convert(tiny, "gguf", ["F16", "Q4_0"], out, thresholds={"max_mean_kld": 1e-7}, threads=2)
     assert (out / MANIFEST_NAME).read_bytes() == before
     assert sorted(os.listdir(out)) == files_before
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".edgert-staging")]
