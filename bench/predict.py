@@ -38,6 +38,12 @@ from edgert.runtime import default_threads
 BUNDLE = Path.home() / ".cache" / "edgert" / "bundles" / "bench-smollm2-gemma3"
 
 
+def _cpu_times():
+    """Aggregate CPU jiffies from /proc/stat (index 7 is steal: time the hypervisor gave to others)."""
+    with open("/proc/stat") as handle:
+        return [int(x) for x in handle.readline().split()[1:9]]
+
+
 def bench_bundle() -> Bundle:
     if not (BUNDLE / MANIFEST_NAME).exists():
         pack([packaged_model_path("smollm2-135m-instruct"), packaged_model_path("gemma-3-270m")], BUNDLE,
@@ -49,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", type=int, default=40, help="held-out configurations (split over variants)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2, help="measurements per held-out configuration (median)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     threads = default_threads()
@@ -56,6 +63,7 @@ def main() -> None:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
 
+    steal_start = _cpu_times()
     started = time.perf_counter()
     profile = profile_device(bundle, quick=True, threads=threads,
                              progress=lambda label, d, t: print(f"\r  profiling {label:<44} {d}/{t}", end="", flush=True))
@@ -76,12 +84,18 @@ def main() -> None:
         with LlamaCppRunner(path, n_ctx=1024 + 8 * 256 + 16, n_threads=threads) as runner:
             runner.measure_prefill_ms(64)  # warm-up, as the profiler does
             for c in [c for c in configs if c["variant"] == name]:
-                prefill_ms = runner.measure_prefill_ms(c["prompt"])
-                steps = runner.measure_decode_ms(c["prompt"], c["batch"], c["output"])
-                measured_step = statistics.mean(steps)
+                prefills, step_means, all_steps = [], [], []
+                for _ in range(args.repeats):
+                    prefills.append(runner.measure_prefill_ms(c["prompt"]))
+                    steps = runner.measure_decode_ms(c["prompt"], c["batch"], c["output"])
+                    step_means.append(statistics.mean(steps))
+                    all_steps.append(steps)
+                prefill_ms = statistics.median(prefills)
+                measured_step = statistics.median(step_means)
+                steps = all_steps[step_means.index(min(step_means, key=lambda m: abs(m - measured_step)))]
                 predicted_prefill = profile.predict_prefill_ms(name, c["prompt"])
                 predicted_step = profile.predict_decode_step_ms(name, c["prompt"] + c["output"] / 2, c["batch"])
-                row = {**c, "prefill_ms": prefill_ms, "predicted_prefill_ms": predicted_prefill,
+                row = {**c, "prefill_ms": prefill_ms, "prefill_repeats_ms": prefills, "step_mean_repeats_ms": step_means, "predicted_prefill_ms": predicted_prefill,
                        "decode_step_ms": measured_step, "predicted_decode_step_ms": predicted_step,
                        "total_ms": prefill_ms + sum(steps),
                        "predicted_total_ms": profile.predict_generation_ms(name, c["prompt"], c["output"], c["batch"])}
@@ -93,7 +107,17 @@ def main() -> None:
     def stats(key):
         return error_stats([r[key] for r in rows], [r["predicted_" + key] for r in rows])
 
-    summary = {"prefill": stats("prefill_ms"), "decode_step": stats("decode_step_ms"), "total": stats("total_ms"),
+    steal_end = _cpu_times()
+    total = sum(steal_end) - sum(steal_start)
+    steal_pct = 100 * (steal_end[7] - steal_start[7]) / total if total else 0.0
+
+    def spread(key):  # repeat-to-repeat variation of the same measurement: the noise floor
+        values = [abs(r[key][0] - r[key][1]) / min(r[key]) * 100 for r in rows if len(r[key]) > 1]
+        return {"median_pct": statistics.median(values), "p90_pct": sorted(values)[int(0.9 * (len(values) - 1))]} if values else {}
+
+    summary = {"cpu_steal_pct": steal_pct,
+               "repeat_spread": {"prefill": spread("prefill_repeats_ms"), "decode_step": spread("step_mean_repeats_ms")},
+               "prefill": stats("prefill_ms"), "decode_step": stats("decode_step_ms"), "total": stats("total_ms"),
                "per_variant": {n: {"prefill": error_stats([r["prefill_ms"] for r in rows if r["variant"] == n],
                                                           [r["predicted_prefill_ms"] for r in rows if r["variant"] == n]),
                                    "decode_step": error_stats([r["decode_step_ms"] for r in rows if r["variant"] == n],
@@ -112,7 +136,10 @@ def main() -> None:
               "summary": summary, "configs": rows}
     (args.out / f"predict-{stamp}.json").write_text(json.dumps(record, indent=1) + "\n")
     lines = [f"# predict {stamp}", "",
-             f"Quick profile: {profile_s:.0f} s. Held-out configurations: {len(rows)}.", "",
+             f"Quick profile: {profile_s:.0f} s. Held-out configurations: {len(rows)}, each measured "
+             f"{args.repeats} times (median). CPU steal during the run: {steal_pct:.1f}%. Repeat-to-repeat "
+             f"spread (median / p90): prefill {summary['repeat_spread']['prefill']}, "
+             f"decode step {summary['repeat_spread']['decode_step']}.", "",
              "| | n | MAPE % | within ±10% |", "|---|---|---|---|"]
     for key in ("prefill", "decode_step", "total"):
         s = summary[key]
@@ -123,7 +150,8 @@ def main() -> None:
                      f"{r['prefill_ms']:.0f} / {r['predicted_prefill_ms']:.0f} | "
                      f"{r['decode_step_ms']:.2f} / {r['predicted_decode_step_ms']:.2f} |")
     (args.out / f"predict-{stamp}.md").write_text("\n".join(lines) + "\n")
-    print(json.dumps({k: summary[k] for k in ("prefill", "decode_step", "total", "targets_met")}, indent=1))
+    print(json.dumps({k: summary[k] for k in ("cpu_steal_pct", "repeat_spread", "prefill", "decode_step", "total",
+                                              "targets_met")}, indent=1))
 
 
 if __name__ == "__main__":

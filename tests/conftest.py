@@ -34,3 +34,51 @@ def smollm2_runner(smollm2_bundle):
     path = bundle.artifact(bundle.variant())
     with LlamaCppRunner(path, n_ctx=1024, n_threads=2) as runner:
         yield runner
+
+
+def build_once(base: Path, name: str, build) -> Path:
+    """Build a directory once per test session, even across test modules."""
+    import shutil
+
+    out = base / name
+    if not (out / ".done").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        build(out)
+        (out / ".done").write_text("")
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_path, tmp_path_factory) -> Path:
+    """The real SmolLM2 GGUF dequantized to a Hugging Face directory (about 30 s, once)."""
+    pytest.importorskip("transformers")
+    from edgert.converters.base import import_gguf
+
+    return build_once(tmp_path_factory.getbasetemp(), "smollm2-hf", lambda out: import_gguf(smollm2_path, out))
+
+
+SMOL_ONNX_QUANTS = ["fp32", "int8-dynamic", "int4"]
+
+
+@pytest.fixture(scope="session")
+def smollm2_onnx_dir(smollm2_hf, tmp_path_factory) -> Path:
+    """SmolLM2 exported once to ONNX (fp32, int8-dynamic, int4 block 32) with artifacts.json."""
+    pytest.importorskip("optimum.exporters.onnx")
+    import json
+
+    from edgert.converters.base import ConvertOptions, resolve_source
+    from edgert.converters.onnx_convert import OnnxConverter
+
+    def build(out: Path) -> None:
+        progress = []
+        source = resolve_source(smollm2_hf, out)
+        artifacts = OnnxConverter().convert(
+            source, ConvertOptions(SMOL_ONNX_QUANTS, out, block_size=32, threads=2, progress=lambda *a: progress.append(a))
+        )
+        (out / "artifacts.json").write_text(json.dumps([
+            {"quantization": a.quantization, "path": str(a.path), "files": [str(f) for f in a.files], "metadata": a.metadata}
+            for a in artifacts
+        ]))
+        (out / "progress.json").write_text(json.dumps(progress))
+
+    return build_once(tmp_path_factory.getbasetemp(), "smollm2-onnx", build)

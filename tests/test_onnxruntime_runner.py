@@ -1,7 +1,5 @@
 """The ONNX Runtime runner on SmolLM2-135M-Instruct exported to ONNX (fp32, with KV cache)."""
 
-import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -16,48 +14,11 @@ from edgert.runners.onnxruntime import OnnxRuntimeRunner
 pytestmark = pytest.mark.slow
 
 STORY = "Write a very long story about a robot that explores the ocean, with many chapters."
-SMOL_QUANTS = ["fp32", "int8-dynamic", "int4"]
-
-
-def _once(base: Path, name: str, build) -> Path:
-    """Build a directory once per test session (same layout as tests/converters/test_onnx_convert.py)."""
-    out = base / name
-    if not (out / ".done").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        build(out)
-        (out / ".done").write_text("")
-    return out
 
 
 @pytest.fixture(scope="session")
-def smollm2_hf_dir(smollm2_path, tmp_path_factory) -> Path:
-    pytest.importorskip("transformers")
-    from edgert.converters.base import import_gguf
-
-    return _once(tmp_path_factory.getbasetemp(), "smollm2-hf", lambda out: import_gguf(smollm2_path, out))
-
-
-@pytest.fixture(scope="session")
-def onnx_fp32(smollm2_hf_dir, tmp_path_factory) -> Path:
-    pytest.importorskip("optimum.exporters.onnx")
-    from edgert.converters.base import ConvertOptions, resolve_source
-    from edgert.converters.onnx_convert import OnnxConverter
-
-    progress = []
-
-    def build(out: Path) -> None:
-        source = resolve_source(smollm2_hf_dir, out)
-        artifacts = OnnxConverter().convert(
-            source, ConvertOptions(SMOL_QUANTS, out, block_size=32, threads=2, progress=lambda *a: progress.append(a))
-        )
-        (out / "artifacts.json").write_text(json.dumps([
-            {"quantization": a.quantization, "path": str(a.path), "files": [str(f) for f in a.files], "metadata": a.metadata}
-            for a in artifacts
-        ]))
-        (out / "progress.json").write_text(json.dumps(progress))
-
-    out = _once(tmp_path_factory.getbasetemp(), "smollm2-onnx", build)
-    return out / "onnx-fp32" / "model.onnx"
+def onnx_fp32(smollm2_onnx_dir) -> Path:
+    return smollm2_onnx_dir / "onnx-fp32" / "model.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +41,14 @@ def test_runner_module_does_not_import_torch_or_transformers():
     assert out.strip() == "[]"
 
 
-def test_greedy_tokens_match_torch_generate(runner, smollm2_hf_dir):
+def test_greedy_tokens_match_torch_generate(runner, smollm2_hf):
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM
 
     prompt = "What is the capital of France? Answer in one sentence."
     result = runner.generate(prompt, SamplingParams(max_tokens=24))
     ids = runner.tokenize(runner.format_prompt(prompt))
-    model = AutoModelForCausalLM.from_pretrained(str(smollm2_hf_dir), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(smollm2_hf), dtype=torch.float32)
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                              max_new_tokens=24, do_sample=False, pad_token_id=2)

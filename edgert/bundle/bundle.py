@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from ..errors import BundleError, IntegrityError, UnknownVariantError, UnsafePathError
 from ..fileio import ByteProgress, atomic_write_bytes, sha256_file

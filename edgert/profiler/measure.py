@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import __version__

@@ -20,7 +20,7 @@ from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Type
 import numpy as np
 
 from ..chat_template import ChatTemplate, Prompt, to_messages
-from ..errors import DeadlineError, EdgertError, RunnerStateError, UsageError
+from ..errors import EdgertError, RunnerStateError, UsageError
 
 FINISH_REASONS = ("stop", "eos", "length", "deadline", "cancelled")
 

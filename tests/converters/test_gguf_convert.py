@@ -1,6 +1,5 @@
 """HF -> GGUF writer, llama.cpp quantization and the quality gate, on tiny and real models."""
 
-import json
 import os
 
 import pytest

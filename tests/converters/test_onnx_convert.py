@@ -12,47 +12,19 @@ pytest.importorskip("optimum.exporters.onnx")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from edgert.converters.base import ConversionError, ConvertOptions, Source, import_gguf, resolve_source  # noqa: E402
+from edgert.converters.base import ConversionError, ConvertOptions, Source, resolve_source  # noqa: E402
 from edgert.converters.onnx_convert import OnnxConverter, QUANTIZATIONS, TOOL_PACKAGES  # noqa: E402
 from edgert.converters.quality import TorchReference  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SMOL_QUANTS = ["fp32", "int8-dynamic", "int4"]
-
-
-def _once(base: Path, name: str, build) -> Path:
-    """Build a directory once per test session (shared with tests/test_onnxruntime_runner.py)."""
-    out = base / name
-    if not (out / ".done").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        build(out)
-        (out / ".done").write_text("")
-    return out
+SMOL_QUANTS = ["fp32", "int8-dynamic", "int4"]  # as exported by tests/conftest.py:smollm2_onnx_dir
 
 
 @pytest.fixture(scope="session")
-def smollm2_hf(smollm2_path, tmp_path_factory) -> Path:
-    return _once(tmp_path_factory.getbasetemp(), "smollm2-hf", lambda out: import_gguf(smollm2_path, out))
-
-
-@pytest.fixture(scope="session")
-def smollm2_onnx(smollm2_hf, tmp_path_factory):
-    """SmolLM2 exported once with fp32, int8-dynamic and int4 (block 32); -> (source, {quant: artifact})."""
-    progress = []
-
-    def build(out: Path) -> None:
-        source = resolve_source(smollm2_hf, out)
-        artifacts = OnnxConverter().convert(
-            source, ConvertOptions(SMOL_QUANTS, out, block_size=32, threads=2, progress=lambda *a: progress.append(a))
-        )
-        (out / "artifacts.json").write_text(json.dumps([
-            {"quantization": a.quantization, "path": str(a.path), "files": [str(f) for f in a.files], "metadata": a.metadata}
-            for a in artifacts
-        ]))
-        (out / "progress.json").write_text(json.dumps(progress))
-
-    out = _once(tmp_path_factory.getbasetemp(), "smollm2-onnx", build)
+def smollm2_onnx(smollm2_hf, smollm2_onnx_dir):
+    """(source, {quant: artifact}, progress) of the session's ONNX export of SmolLM2."""
+    out = smollm2_onnx_dir
     from edgert.converters.base import Artifact
 
     artifacts = {
