@@ -25,6 +25,7 @@ class ModelCosts:
     kv_bytes_per_token: int  # K+V cache bytes per context position (all layers)
     attn_flops_per_ctx_token: int  # QK^T + AV FLOPs per (new token x context position)
     n_layer: int
+    output_params: int = 0  # the vocabulary projection: in prefill only the last position needs logits
 
     def decode_flops(self, context_len: float, batch: float) -> float:
         return batch * (2 * self.matmul_params + self.attn_flops_per_ctx_token * context_len)
@@ -32,9 +33,13 @@ class ModelCosts:
     def decode_bytes(self, context_len: float, batch: float) -> float:
         return self.weight_bytes_per_step + batch * context_len * self.kv_bytes_per_token
 
+    def prefill_linear_flops(self, n_tokens: float) -> float:
+        """Weight FLOPs of a prompt: every layer for every token, the vocabulary projection once."""
+        return 2 * (n_tokens * (self.matmul_params - self.output_params) + min(n_tokens, 1) * self.output_params)
+
     def prefill_flops(self, n_tokens: float) -> float:
         # causal attention: token i attends to i positions -> n^2 / 2 pairs
-        return n_tokens * 2 * self.matmul_params + self.attn_flops_per_ctx_token * n_tokens * n_tokens / 2
+        return self.prefill_linear_flops(n_tokens) + self.attn_flops_per_ctx_token * n_tokens * n_tokens / 2
 
     def prefill_bytes(self, n_tokens: float, ubatch: int = 512) -> float:
         # weights are streamed once per micro-batch; the new K/V are written once
@@ -53,6 +58,8 @@ def costs_from_header(header: GGUFHeader) -> ModelCosts:
     head_dim = int(header.arch_key("attention.key_length", 0) or (n_embd // n_head if n_head else 0))
     names = {t.name for t in header.tensors}
     tied_output = "output.weight" not in names
+    output_name = "token_embd.weight" if tied_output else "output.weight"
+    output_params = 0
     matmul_params = 0
     weight_bytes = 0
     for tensor in header.tensors:
@@ -63,6 +70,8 @@ def costs_from_header(header: GGUFHeader) -> ModelCosts:
             continue  # a lookup reads one row per token, not the matrix
         matmul_params += tensor.n_elements
         weight_bytes += tensor.n_bytes
+        if tensor.name == output_name:
+            output_params = tensor.n_elements
     if not (n_layer and n_head and head_dim):
         raise ValueError(f"{header.path}: {arch} header lacks block_count / head counts needed for costs")
     return ModelCosts(
@@ -71,6 +80,7 @@ def costs_from_header(header: GGUFHeader) -> ModelCosts:
         kv_bytes_per_token=2 * n_layer * n_head_kv * head_dim * KV_BYTES_PER_VALUE,
         attn_flops_per_ctx_token=4 * n_layer * n_head * head_dim,
         n_layer=n_layer,
+        output_params=output_params,
     )
 
 

@@ -9,6 +9,9 @@ position, peak and bw the microbenchmarked GEMM throughput and memory bandwidth.
 efficiencies eta and the fixed overhead o are fitted (relative least squares); kappa(batch)
 is a per-batch-size calibration of the kernels' shape effects (llama.cpp switches matmul
 kernels with the batch size), the median ratio of measured to modelled time for that size.
+A final ``sustained`` factor scales the whole step: the grid times short bursts of steps
+after a prompt, while real generations run tens to hundreds of steps, which on the
+measured CPU were about 5% slower per step.
 
 Prefill of ``n`` tokens::
 
@@ -81,6 +84,7 @@ class DecodeFit:
     eta_attention: float
     overhead_ms: float
     kappa: Dict[int, float] = field(default_factory=dict)
+    sustained: float = 1.0  # long generations run slower per step than the short bursts of the grid
 
     def base_ms(self, costs: ModelCosts, peak_flops: float, bw_bytes: float, context_len: float, batch: float) -> float:
         compute_s = batch * 2 * costs.matmul_params / (self.eta_compute * peak_flops)
@@ -95,7 +99,8 @@ class DecodeFit:
         return float(np.interp(batch, keys, [self.kappa[k] for k in keys]))
 
     def predict_ms(self, costs: ModelCosts, peak_flops: float, bw_bytes: float, context_len: float, batch: float) -> float:
-        return self.kappa_for(batch) * self.base_ms(costs, peak_flops, bw_bytes, context_len, batch) + self.overhead_ms
+        burst = self.kappa_for(batch) * self.base_ms(costs, peak_flops, bw_bytes, context_len, batch) + self.overhead_ms
+        return self.sustained * burst
 
     def bound(self, costs: ModelCosts, peak_flops: float, bw_bytes: float, batch: float) -> str:
         compute_s = batch * 2 * costs.matmul_params / (self.eta_compute * peak_flops)
@@ -109,6 +114,7 @@ class DecodeFit:
             "eta_attention": self.eta_attention,
             "overhead_ms": self.overhead_ms,
             "kappa": {str(k): v for k, v in sorted(self.kappa.items())},
+            "sustained": self.sustained,
         }
 
     @classmethod
@@ -119,6 +125,7 @@ class DecodeFit:
             eta_attention=float(data["eta_attention"]),
             overhead_ms=float(data["overhead_ms"]),
             kappa={int(k): float(v) for k, v in dict(data.get("kappa", {})).items()},
+            sustained=float(data.get("sustained", 1.0)),
         )
 
 
@@ -132,7 +139,7 @@ class PrefillFit:
     overhead_ms: float
 
     def predict_ms(self, costs: ModelCosts, peak_flops: float, bw_bytes: float, n_tokens: float) -> float:
-        linear_flops = n_tokens * 2 * costs.matmul_params
+        linear_flops = costs.prefill_linear_flops(n_tokens)
         attention_flops = costs.attn_flops_per_ctx_token * n_tokens * n_tokens / 2
         compute_s = linear_flops / (self.eta_compute * peak_flops)
         memory_s = costs.prefill_bytes(n_tokens) / (self.eta_memory * bw_bytes)

@@ -96,3 +96,10 @@ def test_profile_from_a_prior_plans_for_a_device_you_do_not_have(smollm2_bundle,
     assert DeviceProfile.load(tmp_path / "nano.json").provenance.startswith("estimated")
     with pytest.raises(ProfileError, match="no power mode '99W'"):
         profile_from_prior("jetson-orin-nano-8gb", bundle, power_mode="99W")
+
+
+def test_prefill_counts_the_vocabulary_projection_once(smollm2_path):
+    costs = costs_from_header(read_header(smollm2_path))
+    assert costs.output_params == 576 * 49152  # tied embeddings serve as the output matrix
+    per_token = 2 * (costs.matmul_params - costs.output_params)
+    assert costs.prefill_linear_flops(100) == 100 * per_token + 2 * costs.output_params
