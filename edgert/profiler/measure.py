@@ -41,9 +41,6 @@ FULL = ProfilePlan(prefill_lengths=(16, 32, 64, 128, 256, 384, 512, 768, 1024, 1
                    decode_steps=6, reps=3, held_out_prefill=(1, 4, 7))
 
 
-SUSTAIN_CONTEXT, SUSTAIN_STEPS = 256, 48
-
-
 @dataclass
 class _Energy:
     joules: float = 0.0
@@ -105,18 +102,8 @@ def measure_variant(runner, plan: ProfilePlan, meter: _Meter, progress: Progress
         prefill.append({"n_tokens": length, "ms": statistics.median(prefill_ms), "raw_ms": prefill_ms})
         for batch, steps in decode_ms.items():
             decode.append({"context_len": length, "batch": batch, "ms": statistics.median(steps), "raw_ms": steps})
-    # sustained decoding: long runs of steps, as in real generation (the grid above times
-    # short bursts right after a prompt); calibrates the decode model's sustained factor
-    sustained = []
-    context = min(SUSTAIN_CONTEXT, max(plan.prefill_lengths))
-    for batch in sorted({min(plan.batches), max(plan.batches)}):
-        steps = meter.measure(lambda: runner.measure_decode_ms(context, batch, SUSTAIN_STEPS), e_decode)
-        sustained.append({"context_len": context, "batch": batch, "steps_ms": steps})
-        if progress:
-            progress(f"{label} sustained decode x{batch}", total, total)
     prefill_tokens = sum(s["n_tokens"] * len(s["raw_ms"]) for s in prefill)
-    decode_tokens = (sum(s["batch"] * (plan.decode_steps + 1) * plan.reps for s in decode)
-                     + sum(s["batch"] * len(s["steps_ms"]) for s in sustained))
+    decode_tokens = sum(s["batch"] * (plan.decode_steps + 1) * plan.reps for s in decode)
     energy = {
         "prefill_j_per_token": e_prefill.joules / prefill_tokens,
         "decode_j_per_token": e_decode.joules / decode_tokens,
@@ -124,7 +111,7 @@ def measure_variant(runner, plan: ProfilePlan, meter: _Meter, progress: Progress
         "provenance": e_decode.provenance,
         "source": e_decode.source,
     }
-    return {"prefill": prefill, "decode": decode, "sustained": sustained, "energy": energy}
+    return {"prefill": prefill, "decode": decode, "energy": energy}
 
 
 def fit_variant(name: str, sha256: str, quantization: str, costs, threads: int, measured: Dict[str, Any],
@@ -144,26 +131,14 @@ def fit_variant(name: str, sha256: str, quantization: str, costs, threads: int, 
     }
     pf = fit_prefill(prefill, costs, peak_flops, bw)
     df = fit_decode(decode, costs, peak_flops, bw)
-    df.sustained = sustained_factor(df, measured.get("sustained", []), costs, peak_flops, bw)
     fit_error["prefill_all"] = error_stats([s["ms"] for s in prefill],
                                            [pf.predict_ms(costs, peak_flops, bw, s["n_tokens"]) for s in prefill])
     fit_error["decode_all"] = error_stats([s["ms"] for s in decode],
                                           [df.predict_ms(costs, peak_flops, bw, s["context_len"], s["batch"]) for s in decode])
     return VariantProfile(name=name, sha256=sha256, quantization=quantization, costs=costs, threads=threads,
                           prefill=pf, decode=df,
-                          samples={"prefill": prefill, "decode": decode, "sustained": measured.get("sustained", [])},
+                          samples={"prefill": prefill, "decode": decode},
                           fit_error=fit_error, energy=measured["energy"])
-
-
-def sustained_factor(fit, sustained, costs, peak_flops: float, bw: float) -> float:
-    """Measured over predicted step of long decode runs, as medians (a co-tenant's burst on
-    a shared machine must not move the model), median over batch sizes, bounded to [0.8, 1.3]."""
-    ratios = []
-    for run in sustained:
-        steps = run["steps_ms"]
-        predicted = [fit.predict_ms(costs, peak_flops, bw, run["context_len"] + i, run["batch"]) for i in range(len(steps))]
-        ratios.append(statistics.median(steps) / statistics.median(predicted))
-    return float(min(1.3, max(0.8, statistics.median(ratios)))) if ratios else 1.0
 
 
 def choose_device(devices: Sequence[Any], gpu_offload: bool) -> Any:

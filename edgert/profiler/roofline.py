@@ -9,9 +9,6 @@ position, peak and bw the microbenchmarked GEMM throughput and memory bandwidth.
 efficiencies eta and the fixed overhead o are fitted (relative least squares); kappa(batch)
 is a per-batch-size calibration of the kernels' shape effects (llama.cpp switches matmul
 kernels with the batch size), the median ratio of measured to modelled time for that size.
-A final ``sustained`` factor scales the whole step: the grid times short bursts of steps
-after a prompt, while real generations run tens to hundreds of steps, which on the
-measured CPU were about 5% slower per step.
 
 Prefill of ``n`` tokens::
 
@@ -84,7 +81,6 @@ class DecodeFit:
     eta_attention: float
     overhead_ms: float
     kappa: Dict[int, float] = field(default_factory=dict)
-    sustained: float = 1.0  # long generations run slower per step than the short bursts of the grid
 
     def base_ms(self, costs: ModelCosts, peak_flops: float, bw_bytes: float, context_len: float, batch: float) -> float:
         compute_s = batch * 2 * costs.matmul_params / (self.eta_compute * peak_flops)
@@ -99,8 +95,7 @@ class DecodeFit:
         return float(np.interp(batch, keys, [self.kappa[k] for k in keys]))
 
     def predict_ms(self, costs: ModelCosts, peak_flops: float, bw_bytes: float, context_len: float, batch: float) -> float:
-        burst = self.kappa_for(batch) * self.base_ms(costs, peak_flops, bw_bytes, context_len, batch) + self.overhead_ms
-        return self.sustained * burst
+        return self.kappa_for(batch) * self.base_ms(costs, peak_flops, bw_bytes, context_len, batch) + self.overhead_ms
 
     def bound(self, costs: ModelCosts, peak_flops: float, bw_bytes: float, batch: float) -> str:
         compute_s = batch * 2 * costs.matmul_params / (self.eta_compute * peak_flops)
@@ -114,7 +109,6 @@ class DecodeFit:
             "eta_attention": self.eta_attention,
             "overhead_ms": self.overhead_ms,
             "kappa": {str(k): v for k, v in sorted(self.kappa.items())},
-            "sustained": self.sustained,
         }
 
     @classmethod
@@ -125,7 +119,6 @@ class DecodeFit:
             eta_attention=float(data["eta_attention"]),
             overhead_ms=float(data["overhead_ms"]),
             kappa={int(k): float(v) for k, v in dict(data.get("kappa", {})).items()},
-            sustained=float(data.get("sustained", 1.0)),
         )
 
 

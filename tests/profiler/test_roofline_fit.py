@@ -79,17 +79,3 @@ def test_error_stats():
     assert stats["mape_pct"] == pytest.approx(7.5)
     assert stats["within_10pct"] == 0.75
 
-
-def test_sustained_factor_scales_predictions_to_long_runs():
-    from edgert.profiler.measure import sustained_factor
-
-    fit = DecodeFit(0.3, 0.6, 0.2, 4.0)
-    runs = [{"context_len": 256, "batch": b,
-             "steps_ms": [1.06 * fit.predict_ms(COSTS, PEAK, BW, 256 + i, b) for i in range(48)]} for b in (1, 8)]
-    factor = sustained_factor(fit, runs, COSTS, PEAK, BW)
-    assert factor == pytest.approx(1.06)
-    fit.sustained = factor
-    assert fit.predict_ms(COSTS, PEAK, BW, 300, 1) == pytest.approx(1.06 * DecodeFit(0.3, 0.6, 0.2, 4.0).predict_ms(COSTS, PEAK, BW, 300, 1))
-    disturbed = [{"context_len": 256, "batch": 1, "steps_ms": [10 * fit.predict_ms(COSTS, PEAK, BW, 256, 1)] * 4}]
-    assert sustained_factor(DecodeFit(0.3, 0.6, 0.2, 4.0), disturbed, COSTS, PEAK, BW) == 1.3
-    assert sustained_factor(fit, [], COSTS, PEAK, BW) == 1.0
