@@ -142,15 +142,14 @@ class Converter:
 
 
 def converter_for(target: str) -> Converter:
-    from . import gguf_convert  # noqa: F401  (register)
-    try:
-        from . import onnx_convert  # noqa: F401
-    except ImportError:
-        pass
-    try:
-        from . import tensorrt_convert  # noqa: F401
-    except ImportError:
-        pass
+    import importlib
+
+    # each converter module registers itself on import; a missing optional engine skips it
+    for module in ("gguf_convert", "onnx_convert", "tensorrt_convert"):
+        try:
+            importlib.import_module(f"{__package__}.{module}")
+        except ImportError:
+            pass
     if target not in Converter.registry:
         raise UsageError(f"--to {target!r}: expected one of {', '.join(sorted(Converter.registry))}")
     return Converter.registry[target]()

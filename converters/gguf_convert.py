@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -143,29 +143,23 @@ class GGUFConverter(Converter):
     def estimated_output_bytes(self, source: Source, quantization: str) -> int:
         return int(source_parameter_count(source) * BITS_PER_WEIGHT[quantization] / 8)
 
-    def _tokenizer_overrides(self, source: Source) -> Dict[str, object]:
+    @staticmethod
+    def _from_original_gguf(source: Source) -> Tuple[str, Dict[str, object]]:
+        """Model name and tokenizer settings of a GGUF source, which transformers' import
+        does not keep (pre-tokenizer, add_bos, special ids); read from one header."""
         if source.kind != "gguf":
-            return {}
+            return source.name, {}
         from edgert.formats.gguf import read_header
 
         header = read_header(source.path)
         info = header.tokenizer_info()
-        out: Dict[str, object] = {k: info[k] for k in ("add_bos_token", "add_eos_token") if k in info}
-        if info.get("pre"):
-            out["pre"] = info["pre"]
-        for key in ("bos", "eos"):
-            if f"{key}_token_id" in info:
-                out[f"{key}_token_id"] = info[f"{key}_token_id"]
-        return out
+        keys = ("add_bos_token", "add_eos_token", "pre", "bos_token_id", "eos_token_id")
+        overrides: Dict[str, object] = {k: info[k] for k in keys if info.get(k) is not None}
+        return str(header.get("general.name") or source.name), overrides
 
     def convert(self, source: Source, options: ConvertOptions) -> List[Artifact]:
         quants = self.check_quantizations(options.quantizations)
-        overrides = self._tokenizer_overrides(source)
-        name = source.name
-        if source.kind == "gguf":
-            from edgert.formats.gguf import read_header
-
-            name = str(read_header(source.path).get("general.name") or name)
+        name, overrides = self._from_original_gguf(source)
         artifacts: List[Artifact] = []
         float_base: Optional[Path] = None
         imatrix = None

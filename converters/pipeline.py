@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from edgert import __version__
-from edgert.bundle import MANIFEST_NAME, Bundle, Manifest, Variant
+from edgert.bundle import Bundle, Manifest, Variant
 from edgert.bundle.pack import describe_gguf, model_label, slug
 from edgert.errors import BundleError, UsageError
 from edgert.fileio import sha256_file
@@ -109,18 +109,14 @@ def _variant_for(artifact: Artifact, name: str, bundle_root: Path, source: Sourc
 def convert(source_path: Path, target: str, quantizations: Sequence[str], out: Path, *,
             trust_pickle: bool = False, thresholds: Optional[Dict[str, float]] = None,
             imatrix: Optional[str] = None, calibration: Optional[Path] = None, block_size: int = 32, threads: Optional[int] = None,
-            keep_failed: bool = False, progress: Progress = None) -> ConvertResult:
+            progress: Progress = None) -> ConvertResult:
     """Convert ``source_path`` to ``target`` once per quantization and add the variants to ``out``."""
     converter = converter_for(target)
     quantizations = converter.check_quantizations(list(quantizations))
     if not quantizations:
         raise UsageError("--quant: expected at least one quantization")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BundleError(f"--out must be a bundle directory, found a file: {out}")
-    existing = Bundle.open(out) if (out / MANIFEST_NAME).exists() else None
-    if out.exists() and existing is None and any(out.iterdir()):
-        raise BundleError(f"{out} exists, is not empty and has no {MANIFEST_NAME}; refusing to write into it")
+    existing = Bundle.open_for_writing(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
     staging = out.parent / f"{STAGING_PREFIX}{out.name}-{os.getpid()}"
@@ -158,8 +154,7 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
             raise QualityGateError("quality gate failed, nothing was added to the bundle: " + " | ".join(failed))
         return _commit(out, existing, artifacts, names, source, gates, label)
     finally:
-        if not keep_failed:
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _remove_stale_staging(out: Path) -> None:

@@ -73,6 +73,14 @@ def default_threads() -> int:
     return max(1, min(cores or available or 1, available or 1))
 
 
+def open_runner(bundle: Bundle, variant: Variant, *, n_ctx: int, n_threads: Optional[int]) -> Runner:
+    """An unloaded runner for a bundle variant; the artifact's sha256 is checked first, and
+    format-specific manifest data (a TensorRT engine's compatibility key) is passed along."""
+    path = bundle.artifact(variant)
+    extra = {"engine_key": variant.extra.get("engine")} if variant.format == "tensorrt" else {}
+    return runner_for(variant.format)(path, n_ctx=n_ctx, n_threads=n_threads, **extra)
+
+
 class Runtime:
     """Answers prompts from a bundle. One loaded variant at a time; thread-safe cancel()."""
 
@@ -111,12 +119,9 @@ class Runtime:
         if self._runner is not None and self._runner_variant == chosen.name:
             return 0.0
         start = time.perf_counter()
-        path = self.bundle.artifact(chosen)  # sha256 checked before the engine parses it
         self.close()
-        extra = {"engine_key": chosen.extra.get("engine")} if chosen.format == "tensorrt" else {}
-        runner = runner_for(chosen.format)(
-            path, n_ctx=min(self.n_ctx, chosen.context_length or self.n_ctx), n_threads=self.n_threads, **extra
-        )
+        runner = open_runner(self.bundle, chosen, n_ctx=min(self.n_ctx, chosen.context_length or self.n_ctx),
+                             n_threads=self.n_threads)
         runner.load()
         self._runner, self._runner_variant = runner, chosen.name
         return (time.perf_counter() - start) * 1000

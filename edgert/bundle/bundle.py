@@ -107,5 +107,18 @@ class Bundle:
         self._verified[variant.name] = tuple(stamps)
         return path
 
+    @classmethod
+    def open_for_writing(cls, path: os.PathLike | str) -> Optional["Bundle"]:
+        """The bundle at ``path`` to add variants to, or None where a new one may be created
+        (missing or empty directory); refuses a file or a directory of something else."""
+        root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise BundleError(f"expected a bundle directory, found a file: {root}")
+        if (root / MANIFEST_NAME).exists():
+            return cls.open(root)
+        if root.exists() and any(root.iterdir()):
+            raise BundleError(f"{root} exists, is not empty and has no {MANIFEST_NAME}; refusing to write into it")
+        return None
+
     def save_manifest(self) -> None:
         atomic_write_bytes(self.root / MANIFEST_NAME, self.manifest.to_json().encode("utf-8"))

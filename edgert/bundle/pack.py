@@ -12,7 +12,7 @@ from ..errors import BundleError, UsageError
 from ..fileio import atomic_copy
 from ..formats.gguf import GGUFHeader, read_header
 from .bundle import Bundle
-from .manifest import FORMATS, MANIFEST_NAME, Manifest, Variant
+from .manifest import FORMATS, Manifest, Variant
 
 #: progress(step_label, done_bytes, total_bytes)
 PackProgress = Callable[[str, int, int], None]
@@ -70,11 +70,7 @@ def pack(
     if names is not None and len(names) != len(model_files):
         raise UsageError(f"expected one --name per model file: {len(model_files)} files, {len(names)} names")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BundleError(f"--out must be a directory, found a file: {out}")
-    existing = Bundle.open(out) if (out / MANIFEST_NAME).exists() else None
-    if out.exists() and existing is None and any(out.iterdir()):
-        raise BundleError(f"{out} exists, is not empty and has no {MANIFEST_NAME}; refusing to write into it")
+    existing = Bundle.open_for_writing(out)
 
     planned: List[tuple] = []
     taken = {v.name for v in existing.variants} if existing else set()

@@ -10,8 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import __version__
 from ..bundle import Bundle
-from ..runners.base import runner_for
-from ..runtime import default_threads
+from ..runtime import default_threads, open_runner
 from .costs import costs_from_file
 from .microbench import run_microbenchmarks
 from .profile import DeviceProfile, VariantProfile
@@ -187,11 +186,10 @@ def profile_device(
     if bundle is not None:
         chosen = [bundle.variant(n) for n in variants] if variants else bundle.variants
         for variant in chosen:
-            path = bundle.artifact(variant)
-            costs = costs_from_file(path)
+            costs = costs_from_file(bundle.artifact(variant))
             # the shared context plus every sequence's new tokens live in one unified cache
             needed_ctx = max(plan.prefill_lengths) + max(plan.batches) * (plan.decode_steps + 1) + 16
-            runner = runner_for(variant.format)(path, n_ctx=needed_ctx, n_threads=threads)
+            runner = open_runner(bundle, variant, n_ctx=needed_ctx, n_threads=threads)
             with runner:
                 measured = measure_variant(runner, plan, meter, progress, label=variant.name)
             profiled[variant.name] = fit_variant(variant.name, variant.sha256, variant.quantization, costs, threads,

@@ -422,26 +422,38 @@ class Runner(ABC):
         return "", ""
 
 
+NUCLEUS_CANDIDATES = 1024  # top-p looks at the most likely tokens first; full sort only if they fall short
+
+
 def _sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator):
-    """Pick the next token; return it with its log-probability under the model."""
-    logits = logits.astype(np.float64, copy=False)
+    """Pick the next token; return it with its log-probability under the model.
+
+    This runs once per token over the whole vocabulary (262k entries for Gemma 3), so it
+    stays in float32 and avoids sorting the vocabulary."""
     shifted = logits - logits.max()
-    log_norm = math.log(np.exp(shifted).sum())
+    log_norm = math.log(float(np.exp(shifted).sum(dtype=np.float64)))
     if temperature == 0:
-        token = int(np.argmax(logits))
-        return token, float(shifted[token] - log_norm)
-    scaled = shifted / temperature
-    probs = np.exp(scaled - scaled.max())
-    probs /= probs.sum()
+        token = int(np.argmax(shifted))
+        return token, float(shifted[token]) - log_norm
+    probs = np.exp(shifted / temperature)
+    probs /= probs.sum(dtype=np.float64)
     if top_p < 1.0:
-        order = np.argsort(-probs)
-        cumulative = np.cumsum(probs[order])
-        keep = order[: int(np.searchsorted(cumulative, top_p) + 1)]
-        kept = np.zeros_like(probs)
-        kept[keep] = probs[keep]
-        probs = kept / kept.sum()
-    token = int(rng.choice(len(probs), p=probs))
-    return token, float(shifted[token] - log_norm)
+        k = min(NUCLEUS_CANDIDATES, probs.size)
+        while True:  # widen the candidate set (linear-time partitions) until it holds top_p of the mass
+            candidates = np.argpartition(probs, probs.size - k)[probs.size - k:]
+            if k == probs.size or probs[candidates].sum(dtype=np.float64) >= top_p:
+                break
+            k = min(8 * k, probs.size)
+        order = candidates[np.argsort(-probs[candidates], kind="stable")]
+        cumulative = np.cumsum(probs[order], dtype=np.float64)
+        keep = order[: int(np.searchsorted(cumulative, top_p)) + 1]
+        weights = np.cumsum(probs[keep], dtype=np.float64)
+    else:
+        keep = None
+        weights = np.cumsum(probs)  # float32 is precise enough to place one uniform draw
+    index = min(int(np.searchsorted(weights, rng.random() * weights[-1], side="right")), weights.size - 1)
+    token = int(keep[index]) if keep is not None else index
+    return token, float(shifted[token]) - log_norm
 
 
 class _StopDecoder:
