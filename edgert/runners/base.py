@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Type
 
@@ -22,7 +22,8 @@ import numpy as np
 from ..chat_template import ChatTemplate, Prompt, to_messages
 from ..errors import EdgertError, RunnerStateError, UsageError
 
-FINISH_REASONS = ("stop", "eos", "length", "deadline", "cancelled")
+#: why a generation ended; "dropped" marks a sample a strategy no longer needed (its vote was decided)
+FINISH_REASONS = ("stop", "eos", "length", "deadline", "cancelled", "dropped")
 
 
 class Deadline:
@@ -66,6 +67,7 @@ class SamplingParams:
     top_p: float = 1.0
     seed: Optional[int] = None
     stop: Sequence[str] = ()
+    ignore_eos: bool = False  # never end at EOS (tests of runaway generation, fixed-length runs)
 
     def check(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
@@ -92,6 +94,7 @@ class GenerationResult:
     deadline_s: Optional[float] = None
     token_ids: List[int] = field(default_factory=list)
     token_logprobs: List[float] = field(default_factory=list)
+    cached_tokens: int = 0  # prompt tokens found in the cache and not evaluated again
 
     @property
     def deadline_cut(self) -> bool:
@@ -153,6 +156,7 @@ class Runner(ABC):
         self._cancel: Optional[CancelToken] = None
         self.load_ms: Optional[float] = None
         self._step_estimate_s = 0.0
+        self._prefix_hit = 0  # prompt tokens the last prefill found already evaluated
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> "Runner":
@@ -216,6 +220,15 @@ class Runner(ABC):
         self._require_loaded()
         return self._tokenize_impl(text)
 
+    def forget_cache(self) -> None:
+        """Make the next prompt evaluate from scratch (prefix reuse off for one request)."""
+        self._require_loaded()
+        with self._exclusive():
+            self._forget_cache_impl()
+
+    def _forget_cache_impl(self) -> None:
+        pass
+
     def cancel(self) -> None:
         """Cancel the generation in progress, if any (safe to call from another thread)."""
         token = self._cancel
@@ -223,6 +236,30 @@ class Runner(ABC):
             token.cancel()
 
     # ----------------------------------------------------------------- generation
+    def encode(self, prompt: Prompt, *, chat: bool = True, system: Optional[str] = None) -> List[int]:
+        """The token ids a prompt becomes (chat template applied when ``chat``)."""
+        self._require_loaded()
+        ids = self._tokenize_impl(self.format_prompt(prompt, chat=chat, system=system))
+        if not ids:
+            raise UsageError("the prompt is empty after tokenization")
+        return ids
+
+    def tokenize_continuation(self, text: str) -> List[int]:
+        """Token ids of text appended to a sequence (no BOS)."""
+        self._require_loaded()
+        ids = self._tokenize_impl(text)
+        bos = self._bos_id_impl()
+        return ids[1:] if ids and bos is not None and ids[0] == bos else ids
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        self._require_loaded()
+        return self._detokenize_impl(list(ids)).decode("utf-8", errors="replace")
+
+    @property
+    def max_parallel(self) -> int:
+        """How many sequences one batched decode step can carry (1: no batching)."""
+        return 1
+
     def generate(
         self,
         prompt: Prompt,
@@ -239,25 +276,100 @@ class Runner(ABC):
         step (a step predicted to overrun it is not started) and inside prompt evaluation.
         """
         self._require_loaded()
-        params = params or SamplingParams()
-        params.check()
-        deadline = deadline or Deadline(None)
-        cancel = cancel or CancelToken()
-        text = self.format_prompt(prompt, chat=chat, system=system)
-        prompt_ids = self._tokenize_impl(text)
-        if not prompt_ids:
-            raise UsageError("the prompt is empty after tokenization")
-        if len(prompt_ids) + 1 > self.n_ctx:
-            raise UsageError(
-                f"prompt is {len(prompt_ids)} tokens; the context holds {self.n_ctx} "
-                "(shorten the prompt or raise the context size)"
-            )
+        return self.generate_ids(self.encode(prompt, chat=chat, system=system), params,
+                                 deadline=deadline, on_token=on_token, cancel=cancel)
+
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[int],
+        params: Optional[SamplingParams] = None,
+        *,
+        deadline: Optional[Deadline] = None,
+        on_token: Optional[TokenCallback] = None,
+        cancel: Optional[CancelToken] = None,
+    ) -> GenerationResult:
+        """``generate`` from token ids (a prompt already encoded, or one extended by a strategy)."""
+        self._require_loaded()
+        params, deadline, cancel, prompt_ids = self._check_request(prompt_ids, params, deadline, cancel, 1)
         with self._exclusive():
             self._cancel = cancel
             try:
                 return self._loop(prompt_ids, params, deadline, on_token, cancel)
             finally:
                 self._cancel = None
+
+    def generate_many(
+        self,
+        prompt_ids: Sequence[int],
+        n: int,
+        params: Optional[SamplingParams] = None,
+        *,
+        deadline: Optional[Deadline] = None,
+        cancel: Optional[CancelToken] = None,
+        should_stop: Optional[Callable[[List["GenerationResult"]], bool]] = None,
+    ) -> List[GenerationResult]:
+        """``n`` samples of one prompt (sample i uses seed + i). Backends that batch run them
+        in parallel over the prompt's shared cache, others one after another. After each
+        sample finishes, ``should_stop(finished)`` may end the rest early: they are returned
+        with finish_reason "dropped" (a sample never started has no tokens)."""
+        self._require_loaded()
+        if not isinstance(n, int) or n < 1:
+            raise UsageError(f"the number of samples must be a positive integer, found {n!r}")
+        params, deadline, cancel, prompt_ids = self._check_request(prompt_ids, params, deadline, cancel,
+                                                                    min(n, self.max_parallel))
+        finished: List[GenerationResult] = []
+        results: List[GenerationResult] = []
+        with self._exclusive():
+            self._cancel = cancel
+            try:
+                start = 0
+                while start < n:
+                    width = min(self.max_parallel, n - start)
+                    stopped = should_stop is not None and finished and should_stop(finished)
+                    if stopped or cancel.cancelled or deadline.expired():
+                        reason = "dropped" if stopped else ("cancelled" if cancel.cancelled else "deadline")
+                        results += [self._empty_result(prompt_ids, reason, deadline) for _ in range(n - start)]
+                        break
+                    seeds = [None if params.seed is None else params.seed + start + i for i in range(width)]
+                    if width == 1:
+                        wave = [self._loop(prompt_ids, _with_seed(params, seeds[0]), deadline, None, cancel)]
+                    else:
+                        wave = self._loop_many(prompt_ids, seeds, params, deadline, cancel, should_stop, finished)
+                    finished += [r for r in wave if r.finish_reason != "dropped"]
+                    results += wave
+                    start += width
+            finally:
+                self._cancel = None
+        return results
+
+    def _check_request(self, prompt_ids, params, deadline, cancel, width: int):
+        params = params or SamplingParams()
+        params.check()
+        prompt_ids = [int(t) for t in prompt_ids]
+        if not prompt_ids:
+            raise UsageError("the prompt is empty")
+        room = (self.n_ctx - len(prompt_ids)) // width
+        if room < 1:
+            raise UsageError(
+                f"prompt is {len(prompt_ids)} tokens; the context holds {self.n_ctx}"
+                + (f" shared by {width} parallel samples" if width > 1 else "")
+                + " (shorten the prompt or raise the context size)"
+            )
+        return params, deadline or Deadline(None), cancel or CancelToken(), prompt_ids
+
+    def _empty_result(self, prompt_ids: List[int], reason: str, deadline: Deadline) -> GenerationResult:
+        return GenerationResult(text="", finish_reason=reason, tokens_in=len(prompt_ids), tokens_out=0,
+                                prefill_ms=0.0, decode_step_ms=[], total_ms=0.0, deadline_s=deadline.seconds)
+
+    def _sample_next(self, logits: np.ndarray, params: SamplingParams, rng: np.random.Generator):
+        """Sample a token; with ignore_eos, end tokens are masked out and drawn again."""
+        token, logprob = _sample(logits, params.temperature, params.top_p, rng)
+        if params.ignore_eos and self._is_end_impl(token):
+            logits = logits.copy()
+            while self._is_end_impl(token):
+                logits[token] = -np.inf
+                token, logprob = _sample(logits, params.temperature, params.top_p, rng)
+        return token, logprob
 
     def _loop(
         self,
@@ -289,8 +401,10 @@ class Runner(ABC):
                 deadline_s=deadline.seconds,
                 token_ids=out_ids,
                 token_logprobs=logprobs,
+                cached_tokens=self._prefix_hit,
             )
 
+        self._prefix_hit = 0
         if should_abort():
             return result("cancelled" if cancel.cancelled else "deadline", 0.0)
         t0 = time.perf_counter()
@@ -302,7 +416,7 @@ class Runner(ABC):
         step_estimate_s = self._step_estimate_s  # carried over from earlier requests
         last_check = time.perf_counter()
         while True:
-            token, logprob = _sample(logits, params.temperature, params.top_p, rng)
+            token, logprob = self._sample_next(logits, params, rng)
             if self._is_end_impl(token):
                 finish = "eos"
                 break
@@ -340,6 +454,104 @@ class Runner(ABC):
         if tail and on_token is not None:
             on_token(tail, -1)
         return result(finish, prefill_ms)
+
+    def _loop_many(
+        self,
+        prompt_ids: List[int],
+        seeds: List[Optional[int]],
+        params: SamplingParams,
+        deadline: Deadline,
+        cancel: CancelToken,
+        should_stop: Optional[Callable[[List[GenerationResult]], bool]],
+        finished_before: List[GenerationResult],
+    ) -> List[GenerationResult]:
+        """Several samples of one prompt decoded together, one batched step per token."""
+        n = len(seeds)
+        started = time.perf_counter()
+        should_abort = lambda: cancel.cancelled or deadline.expired()  # noqa: E731
+        max_new = min(params.max_tokens, (self.n_ctx - len(prompt_ids)) // n)
+        rngs = [np.random.default_rng(seed) for seed in seeds]
+        outs: List[List[int]] = [[] for _ in range(n)]
+        logprobs: List[List[float]] = [[] for _ in range(n)]
+        steps: List[List[float]] = [[] for _ in range(n)]
+        decoders = [_StopDecoder(params.stop, self._detokenize_impl) for _ in range(n)]
+        finish: List[Optional[str]] = [None] * n
+        results: List[Optional[GenerationResult]] = [None] * n
+        prefill_ms = 0.0
+        self._prefix_hit = 0
+
+        def close(i: int, reason: str) -> None:
+            finish[i] = reason
+            decoders[i].flush()
+            results[i] = GenerationResult(
+                text=decoders[i].text, finish_reason=reason, tokens_in=len(prompt_ids), tokens_out=len(outs[i]),
+                prefill_ms=prefill_ms, decode_step_ms=steps[i], total_ms=(time.perf_counter() - started) * 1000,
+                deadline_s=deadline.seconds, token_ids=outs[i], token_logprobs=logprobs[i],
+                cached_tokens=self._prefix_hit,
+            )
+
+        def close_all(reason: str) -> List[GenerationResult]:
+            for i in range(n):
+                if finish[i] is None:
+                    close(i, reason)
+            return list(results)  # type: ignore[arg-type]
+
+        if should_abort():
+            return close_all("cancelled" if cancel.cancelled else "deadline")
+        t0 = time.perf_counter()
+        try:
+            first = self._prefill_impl(prompt_ids, should_abort)
+        except _Aborted:
+            prefill_ms = (time.perf_counter() - t0) * 1000
+            return close_all("cancelled" if cancel.cancelled else "deadline")
+        prefill_ms = (time.perf_counter() - t0) * 1000
+        self._fork_impl(n)
+        logits = [first] * n
+        step_estimate_s = self._step_estimate_s
+        last_check = time.perf_counter()
+        while True:
+            tokens, seqs = [], []
+            newly_done = False
+            for i in range(n):
+                if finish[i] is not None:
+                    continue
+                token, logprob = self._sample_next(logits[i], params, rngs[i])
+                if self._is_end_impl(token):
+                    close(i, "eos")
+                    newly_done = True
+                    continue
+                outs[i].append(token)
+                logprobs[i].append(logprob)
+                _, stopped = decoders[i].push(token)
+                if stopped or len(outs[i]) >= max_new:
+                    close(i, "stop" if stopped else "length")
+                    newly_done = True
+                    continue
+                tokens.append(token)
+                seqs.append(i)
+            if newly_done and should_stop is not None:
+                done = finished_before + [r for r in results if r is not None]
+                if should_stop(done):
+                    return close_all("dropped")
+            if not seqs:
+                break
+            if cancel.cancelled:
+                return close_all("cancelled")
+            now = time.perf_counter()
+            step_estimate_s = max(now - last_check, 0.8 * step_estimate_s)
+            last_check = now
+            if deadline.remaining_s() < step_estimate_s:
+                return close_all("deadline")
+            t0 = time.perf_counter()
+            try:
+                rows = self._decode_batch_impl(tokens, seqs, len(prompt_ids) + len(outs[seqs[0]]) - 1)
+            except _Aborted:
+                return close_all("cancelled" if cancel.cancelled else "deadline")
+            step_ms = (time.perf_counter() - t0) * 1000
+            for row, i in enumerate(seqs):
+                logits[i] = rows[row]
+                steps[i].append(step_ms)
+        return list(results)  # type: ignore[arg-type]
 
     def logits_for(self, ids: Sequence[int]) -> np.ndarray:
         """Next-token logits at every position of ``ids`` ([len(ids), vocab]); used by the
@@ -414,6 +626,17 @@ class Runner(ABC):
     @abstractmethod
     def _is_end_impl(self, token: int) -> bool:
         """Whether the token ends generation (EOS / end-of-generation tokens)."""
+
+    def _fork_impl(self, n: int) -> None:
+        """Copy sequence 0 (the evaluated prompt) to sequences 1..n-1 (batching backends)."""
+        raise EdgertError(f"{type(self).__name__} cannot decode several sequences at once")
+
+    def _decode_batch_impl(self, tokens: List[int], seqs: List[int], position: int) -> np.ndarray:
+        """Append tokens[k] to sequence seqs[k] at ``position``; return their logits [k, vocab]."""
+        raise EdgertError(f"{type(self).__name__} cannot decode several sequences at once")
+
+    def _bos_id_impl(self) -> Optional[int]:
+        return None
 
     def _model_chat_template(self) -> Optional[str]:
         return None
@@ -519,3 +742,7 @@ def runner_for(fmt: str) -> Type[Runner]:
     if fmt not in Runner.registry:
         raise EdgertError(f"no runner for format {fmt!r}; available: {sorted(Runner.registry)}")
     return Runner.registry[fmt]
+
+
+def _with_seed(params: SamplingParams, seed: Optional[int]) -> SamplingParams:
+    return replace(params, seed=seed)

@@ -122,6 +122,7 @@ class LlamaCppRunner(Runner):
         self._no_abort = lib.ggml_abort_callback()
         self._pos = 0
         self._filler_len = 0  # length of filler context left in the cache by a measurement
+        self._cached: List[int] = []  # the tokens sequence 0 holds in the cache (prefix reuse)
 
     def _close_impl(self) -> None:
         lib = self._lib
@@ -161,6 +162,14 @@ class LlamaCppRunner(Runner):
     def _detokenize_impl(self, ids: Sequence[int]) -> bytes:
         return b"".join(self._piece(token, special=False) for token in ids)
 
+    def _bos_id_impl(self) -> Optional[int]:
+        bos = self._lib.llama_vocab_bos(self._vocab)
+        return bos if bos >= 0 else None
+
+    @property
+    def max_parallel(self) -> int:
+        return self.n_seq_max
+
     def _is_end_impl(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
@@ -193,15 +202,23 @@ class LlamaCppRunner(Runner):
         pointer = self._lib.llama_get_logits_ith(self._ctx, index)
         return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).copy()
 
-    def _evaluate_prompt(self, ids: Sequence[int], should_abort: Optional[Callable[[], bool]]) -> None:
-        """Clear the cache and evaluate ``ids`` as sequence 0, in chunks of n_batch."""
-        self._lib.llama_memory_clear(self._memory, True)
-        self._pos = 0
+    def _evaluate_prompt(self, ids: Sequence[int], should_abort: Optional[Callable[[], bool]], keep: int = 0) -> int:
+        """Evaluate ``ids`` as sequence 0, in chunks of n_batch, reusing the first ``keep``
+        tokens already in the cache (0 clears it)."""
+        self._cached = []
+        if keep:
+            for seq in range(1, self.n_seq_max):
+                self._lib.llama_memory_seq_rm(self._memory, seq, -1, -1)
+            if not self._lib.llama_memory_seq_rm(self._memory, 0, keep, -1):
+                keep = 0  # the cache cannot drop a partial sequence (sliding-window layers)
+        if not keep:
+            self._lib.llama_memory_clear(self._memory, True)
+        self._pos = keep
         if should_abort is not None:
             self._abort_check = should_abort
             self._lib.llama_set_abort_callback(self._ctx, self._abort_fn, None)
         try:
-            for start in range(0, len(ids), self._n_batch):
+            for start in range(keep, len(ids), self._n_batch):
                 if should_abort is not None and should_abort():
                     raise _Aborted()
                 chunk = ids[start : start + self._n_batch]
@@ -215,20 +232,46 @@ class LlamaCppRunner(Runner):
                 self._lib.llama_set_abort_callback(self._ctx, self._no_abort, None)
                 self._abort_check = None
         self._pos = len(ids)
+        self._cached = list(ids)
+        return keep
 
     def _prefill_impl(self, ids: List[int], should_abort: Callable[[], bool]) -> np.ndarray:
+        """Evaluate a prompt; the part it shares with what the cache holds is not evaluated
+        again (a strategy that extends its own output, a repeated system prompt)."""
         self._filler_len = 0
-        self._evaluate_prompt(ids, should_abort)
+        keep = 0
+        for cached, new in zip(self._cached, ids):
+            if cached != new:
+                break
+            keep += 1
+        keep = min(keep, len(ids) - 1)  # the last prompt token is evaluated for its logits
+        self._prefix_hit = self._evaluate_prompt(ids, should_abort, keep)
         return self._logits()
 
     def _decode_impl(self, token: int, should_abort: Callable[[], bool]) -> np.ndarray:
         self._decode([token], [self._pos], [0], [True])
         self._pos += 1
+        self._cached.append(token)
         return self._logits()
+
+    def _forget_cache_impl(self) -> None:
+        self._cached = []
+
+    def _fork_impl(self, n: int) -> None:
+        for seq in range(1, n):
+            self._lib.llama_memory_seq_cp(self._memory, 0, seq, -1, -1)
+
+    def _decode_batch_impl(self, tokens: List[int], seqs: List[int], position: int) -> np.ndarray:
+        self._decode(tokens, [position] * len(tokens), seqs, [True] * len(tokens))
+        if seqs[0] == 0:  # the cache keeps sequence 0's own tokens for prefix reuse
+            self._cached.append(tokens[0])
+            self._pos = position + 1
+        return np.stack([self._logits(i) for i in range(len(tokens))])
 
     def _logits_for_impl(self, ids: List[int]) -> np.ndarray:
         self._lib.llama_memory_clear(self._memory, True)
         self._filler_len = 0
+        self._cached = []
         rows = []
         for start in range(0, len(ids), self._n_batch):
             chunk = ids[start : start + self._n_batch]
@@ -265,6 +308,7 @@ class LlamaCppRunner(Runner):
             self._filler_len = 0
             self._evaluate_prompt(self._filler_ids(context_len), None)
             self._filler_len = context_len
+        self._cached = []
         for seq in range(1, batch):
             self._lib.llama_memory_seq_cp(self._memory, 0, seq, -1, -1)
         token = self._filler_ids(1)[0]
