@@ -1,0 +1,206 @@
+"""Task sets for calibrating test-time strategies, and the prompts built from them.
+
+A task set is a JSONL file, one task per line::
+
+    {"id": "...", "prompt": "...", "answer": "...", "type": "number|choice|text|regex",
+     "choices": [...], "pattern": "...", "split": "test|shot"}
+
+``choices`` is required for type "choice" (the answer is the letter of the right option),
+``pattern`` for type "regex"; ``split`` "shot" marks few-shot examples. Two sets ship with
+edgert (made by ``edgert.tasks.generate``): "arithmetic" and "facts".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+from ..answers import ANSWER_TYPES, choice_letters, is_number, normalize_answer
+from ..errors import UsageError
+
+BUILTIN_TASK_SETS = ("arithmetic", "facts")
+SPLITS = ("test", "shot")
+REQUIRED_KEYS = ("id", "prompt", "answer", "type")
+OPTIONAL_KEYS = ("choices", "pattern", "split")
+
+#: the instruction that ends a chat prompt, per answer type
+CHAT_INSTRUCTIONS = {
+    "number": "Answer with the number only.",
+    "choice": "Answer with the letter only.",
+    "text": "Answer with a few words only.",
+    "regex": "Answer briefly.",
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One question with its gold answer (canonical form) and answer type."""
+
+    id: str
+    prompt: str
+    answer: str
+    type: str
+    choices: Tuple[str, ...] = ()
+    pattern: Optional[str] = None
+    split: str = "test"  # "shot": a few-shot example, not scored
+
+    def to_json(self) -> dict:
+        """The JSONL record of this task (optional keys only when set)."""
+        record = {"id": self.id, "prompt": self.prompt, "answer": self.answer, "type": self.type}
+        if self.choices:
+            record["choices"] = list(self.choices)
+        if self.pattern is not None:
+            record["pattern"] = self.pattern
+        if self.split != "test":
+            record["split"] = self.split
+        return record
+
+
+@dataclass
+class TaskSet:
+    name: str
+    tasks: List[Task]
+
+    def shots(self) -> List[Task]:
+        """The few-shot examples."""
+        return [t for t in self.tasks if t.split == "shot"]
+
+    def test(self) -> List[Task]:
+        """The scored tasks."""
+        return [t for t in self.tasks if t.split == "test"]
+
+
+def builtin_task_sets() -> List[str]:
+    """Names of the task sets shipped with edgert."""
+    return list(BUILTIN_TASK_SETS)
+
+
+def load_tasks(source: Union[str, os.PathLike]) -> TaskSet:
+    """Load a builtin task set by name, or a JSONL file, validating every line."""
+    if isinstance(source, str) and source in BUILTIN_TASK_SETS:
+        resource = resources.files(__package__).joinpath(f"{source}.jsonl")
+        return TaskSet(source, parse_tasks(resource.read_text(encoding="utf-8"), f"{source}.jsonl"))
+    path = Path(source)
+    if not path.is_file():
+        raise UsageError(
+            f"task set must be one of {', '.join(BUILTIN_TASK_SETS)} or a JSONL file; found {str(source)!r} (no such file)"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the task file as UTF-8 text: {exc}") from None
+    return TaskSet(path.stem, parse_tasks(text, str(path)))
+
+
+def parse_tasks(text: str, where: str = "<tasks>") -> List[Task]:
+    """Tasks from JSONL text; errors name ``where:line``, what was expected and what was found."""
+    tasks: List[Task] = []
+    seen = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        task = _parse_line(line, f"{where}:{number}")
+        if task.id in seen:
+            raise UsageError(f"{where}:{number}: expected a unique id; found {task.id!r} again (first on line {seen[task.id]})")
+        seen[task.id] = number
+        tasks.append(task)
+    if not tasks:
+        raise UsageError(f"{where}: expected at least one task (one JSON object per line); found none")
+    return tasks
+
+
+def _short(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _parse_line(line: str, at: str) -> Task:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{at}: expected a JSON object; found invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise UsageError(f"{at}: expected a JSON object; found {type(record).__name__} {_short(record)}")
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise UsageError(f"{at}: expected keys {', '.join(REQUIRED_KEYS)}; missing {', '.join(missing)}")
+    unknown = sorted(set(record) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    if unknown:
+        allowed = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
+        raise UsageError(f"{at}: expected only the keys {allowed}; found unknown {', '.join(unknown)}")
+    for key in ("id", "prompt"):
+        if not isinstance(record[key], str) or not record[key].strip():
+            raise UsageError(f"{at}: expected {key!r} to be a non-empty string; found {_short(record[key])}")
+    kind = record["type"]
+    if kind not in ANSWER_TYPES:
+        raise UsageError(f"{at}: expected 'type' to be one of {', '.join(ANSWER_TYPES)}; found {_short(kind)}")
+    answer = record["answer"]
+    if kind == "number" and isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(answer, str) or not answer.strip():
+        raise UsageError(f"{at}: expected 'answer' to be a non-empty string; found {_short(answer)}")
+    split = record.get("split", "test")
+    if split not in SPLITS:
+        raise UsageError(f"{at}: expected 'split' to be one of {', '.join(SPLITS)}; found {_short(split)}")
+    choices = record.get("choices", [])
+    if not isinstance(choices, list) or any(not isinstance(c, str) or not c.strip() for c in choices):
+        raise UsageError(f"{at}: expected 'choices' to be a list of non-empty strings; found {_short(choices)}")
+    if kind == "choice":
+        if not 2 <= len(choices) <= 26:
+            raise UsageError(f"{at}: expected 2 to 26 'choices' for a choice task; found {len(choices)}")
+        letters = choice_letters(choices)
+        if normalize_answer(answer, "choice") not in letters or len(answer.strip().strip("()")) != 1:
+            raise UsageError(f"{at}: expected 'answer' to be one of the letters {', '.join(letters)}; found {_short(answer)}")
+    elif choices:
+        raise UsageError(f"{at}: expected 'choices' only on choice tasks; found them on a {kind} task")
+    if kind == "number" and not is_number(answer):
+        raise UsageError(f"{at}: expected 'answer' to be a number for a number task; found {_short(answer)}")
+    pattern = record.get("pattern")
+    if kind == "regex":
+        if not isinstance(pattern, str) or not pattern:
+            raise UsageError(f"{at}: expected a 'pattern' (regular expression) for a regex task; found {_short(pattern)}")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise UsageError(f"{at}: expected 'pattern' to be a valid regular expression; found {_short(pattern)} ({exc})") from None
+    elif pattern is not None:
+        raise UsageError(f"{at}: expected 'pattern' only on regex tasks; found it on a {kind} task")
+    return Task(
+        id=record["id"],
+        prompt=record["prompt"],
+        answer=normalize_answer(answer, kind) if kind in ("number", "choice") else answer,
+        type=kind,
+        choices=tuple(choices),
+        pattern=pattern,
+        split=split,
+    )
+
+
+def _question_block(task: Task) -> str:
+    lines = [f"Question: {task.prompt}"]
+    lines += [f"{letter}) {choice}" for letter, choice in zip(choice_letters(task.choices), task.choices)] if task.choices else []
+    return "\n".join(lines)
+
+
+def format_prompt(task: Task, *, chat: bool, shots: Sequence[Task] = ()) -> str:
+    """The prompt text for a task.
+
+    chat=True: the user message for a chat model — (worked examples from ``shots``,) the
+    question, its options as "A) ...", and a one-line answer instruction.
+    chat=False: a few-shot completion prompt for a base model, each shot as
+    "Question: ...\\n(options)\\nAnswer: <answer>\\n\\n" and then the task's
+    "Question: ...\\nAnswer:", so generation can stop at "\\n".
+    """
+    if not isinstance(task, Task):
+        raise UsageError(f"expected a Task; found {type(task).__name__}")
+    examples = "".join(f"{_question_block(shot)}\nAnswer: {shot.answer}\n\n" for shot in shots)
+    if not chat:
+        return f"{examples}{_question_block(task)}\nAnswer:"
+    options = [f"{letter}) {choice}" for letter, choice in zip(choice_letters(task.choices), task.choices)] if task.choices else []
+    body = "\n".join([task.prompt, *options, CHAT_INSTRUCTIONS[task.type]])
+    return f"Examples:\n\n{examples}Now answer this question.\n{body}" if shots else body
