@@ -203,6 +203,10 @@ class Runner(ABC):
     def has_chat_template(self) -> bool:
         return self._template is not None
 
+    @property
+    def chat_template_source(self) -> Optional[str]:
+        return self._template.source if self._template is not None else None
+
     def format_prompt(self, prompt: Prompt, chat: bool = True, system: Optional[str] = None) -> str:
         """Apply the chat template to a prompt (string or messages), or pass raw text through."""
         self._require_loaded()
