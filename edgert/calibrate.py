@@ -95,24 +95,26 @@ def task_seed(task_id: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{task_id}".encode()).digest()[:4], "little")
 
 
-def answer_spec(task, runner: Runner, chat: bool) -> AnswerSpec:
-    """How answers to ``task`` are read: chat models end at EOS, base models at a newline."""
-    return AnswerSpec(
-        kind=task.type,
-        choices=tuple(task.choices),
-        pattern=task.pattern,
-        stop=() if chat else ("\n", "Question:"),
-        thinking=ThinkingFormat.for_template(runner.chat_template_source),
-    )
+#: where a base model's few-shot answer ends (the next line, or a new question)
+BASE_MODEL_STOPS = ("\n", "Question:")
 
 
-def encode_task(runner: Runner, task, task_set) -> Tuple[List[int], bool]:
-    """Token ids of a task's prompt: chat-formatted for chat models, few-shot for base models."""
+def prepare_task(runner: Runner, task, shots: Sequence = (), stop: Sequence[str] = ()) -> Tuple[List[int], AnswerSpec]:
+    """Token ids and answer spec of a task: chat-formatted for chat models, few-shot for base
+    models. Calibration and the runtime both use it, so a request is asked the way its
+    accuracy was measured."""
     from .tasks import format_prompt
 
     chat = runner.has_chat_template
-    text = format_prompt(task, chat=chat, shots=() if chat else task_set.shots())
-    return runner.encode(text, chat=chat), chat
+    text = format_prompt(task, chat=chat, shots=() if chat else shots)
+    spec = AnswerSpec(
+        kind=task.type,
+        choices=tuple(task.choices),
+        pattern=task.pattern,
+        stop=tuple(stop) + (() if chat else BASE_MODEL_STOPS),
+        thinking=ThinkingFormat.for_template(runner.chat_template_source),
+    )
+    return runner.encode(text, chat=chat), spec
 
 
 class _Prefix:
@@ -141,8 +143,7 @@ def run_task(runner: Runner, variant: str, task, task_set, grid: Grid, seed: int
     """Every configuration of ``grid`` on one task; {config key: {correct, samples, tokens}}."""
     from .answers import is_correct
 
-    ids, chat = encode_task(runner, task, task_set)
-    spec = answer_spec(task, runner, chat)
+    ids, spec = prepare_task(runner, task, task_set.shots())
     a_max, n_max = max(grid.answer_tokens), max(grid.ns)
     out: Dict[str, Dict[str, object]] = {}
 

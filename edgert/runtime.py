@@ -1,18 +1,39 @@
-"""The runtime an application embeds: open a bundle, load a variant, answer by a deadline."""
+"""The runtime an application embeds: plan each request, run it, answer by the deadline.
+
+``Runtime.generate(prompt, deadline_s=..., power_w=..., strategy="auto")`` asks the planner
+for the configuration with the highest expected accuracy that fits the request's limits
+(needs the bundle's accuracy table and a device profile), runs that strategy, and returns
+the answer with telemetry. Observed step times update the latency model online, so a
+device that slows down (throttling, a busy CPU, a lower power mode) gets smaller plans.
+Each request can append a decision record to a JSONL trace.
+
+Without ``strategy`` the runtime simply generates with the given variant and sampling
+settings (the deadline still holds).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .bundle import Bundle, Variant
 from .chat_template import Prompt
-from .errors import DeadlineError
+from .errors import DeadlineError, UsageError
 from .runners.base import CancelToken, Deadline, GenerationResult, Runner, SamplingParams, TokenCallback, runner_for
+
+#: weight of the newest observation in the online latency correction (per variant)
+CORRECTION_ALPHA = 0.5
+CORRECTION_RANGE = (0.25, 8.0)
+#: assumed artifact read + verify + load speed when a variant has not been loaded yet (estimate)
+LOAD_BYTES_PER_S = 250e6
+
+RunnerFactory = Callable[[Bundle, Variant, int, int], Runner]
 
 
 @dataclass
@@ -25,14 +46,20 @@ class RuntimeResult:
     latency_ms: float
     load_ms: float
     generation: GenerationResult
-
-    @property
-    def deadline_s(self) -> Optional[float]:
-        return self.generation.deadline_s
+    deadline_s: Optional[float] = None
+    answer: Optional[str] = None
+    config: Optional[Dict[str, Any]] = None
+    plan: Optional[Dict[str, Any]] = None
+    samples: List[GenerationResult] = field(default_factory=list)
+    votes: Dict[str, int] = field(default_factory=dict)
+    forced: bool = False
+    energy_j: Optional[float] = None
+    energy_provenance: str = "unknown"
+    threads: Optional[int] = None
 
     @property
     def deadline_cut(self) -> bool:
-        return self.generation.deadline_cut
+        return self.finish_reason == "deadline"
 
     @property
     def deadline_met(self) -> Optional[bool]:
@@ -41,23 +68,36 @@ class RuntimeResult:
             return None
         return self.latency_ms <= self.deadline_s * 1000
 
+    @property
+    def tokens_out(self) -> int:
+        return sum(s.tokens_out for s in self.samples) if self.samples else self.generation.tokens_out
+
     def to_dict(self) -> Dict[str, object]:
         g = self.generation
         return {
             "text": self.text,
+            "answer": self.answer,
             "variant": self.variant,
+            "config": self.config,
             "finish_reason": self.finish_reason,
             "deadline_s": self.deadline_s,
             "deadline_met": self.deadline_met,
             "deadline_cut": self.deadline_cut,
             "latency_ms": round(self.latency_ms, 3),
             "load_ms": round(self.load_ms, 3),
+            "threads": self.threads,
             "tokens_in": g.tokens_in,
-            "tokens_out": g.tokens_out,
+            "tokens_out": self.tokens_out,
+            "samples": len(self.samples) or 1,
+            "votes": self.votes,
+            "forced": self.forced,
+            "energy_j": None if self.energy_j is None else round(self.energy_j, 4),
+            "energy_provenance": self.energy_provenance,
             "prefill_ms": round(g.prefill_ms, 3),
             "decode_ms": round(g.decode_ms, 3),
             "decode_tokens_per_s": round(g.decode_tokens_per_s, 2),
             "decode_step_ms": [round(x, 3) for x in g.decode_step_ms],
+            "plan": self.plan,
         }
 
 
@@ -81,8 +121,18 @@ def open_runner(bundle: Bundle, variant: Variant, *, n_ctx: int, n_threads: Opti
     return runner_for(variant.format)(path, n_ctx=n_ctx, n_threads=n_threads, **extra)
 
 
+def _default_factory(bundle: Bundle, variant: Variant, n_ctx: int, n_threads: int) -> Runner:
+    return open_runner(bundle, variant, n_ctx=n_ctx, n_threads=n_threads)
+
+
 class Runtime:
-    """Answers prompts from a bundle. One loaded variant at a time; thread-safe cancel()."""
+    """Answers prompts from a bundle; thread-safe ``cancel()``; one request at a time.
+
+    profile: a DeviceProfile (or its path) for ``strategy="auto"``; trace_path: JSONL file
+    that receives one decision record per request; sensor: a devices Sensor to measure
+    energy with (otherwise energy is estimated from the profile and labelled so);
+    runner_factory: builds runners (tests use it to slow a real runner down).
+    """
 
     def __init__(
         self,
@@ -91,15 +141,36 @@ class Runtime:
         *,
         n_ctx: int = 2048,
         n_threads: Optional[int] = None,
+        profile: Any = None,
+        trace_path: Optional[Union[str, os.PathLike]] = None,
+        sensor: Any = None,
+        target: float = 0.95,
+        runner_factory: Optional[RunnerFactory] = None,
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(Path(bundle))
         self.default_variant = self.bundle.variant(variant).name
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
-        self._runner: Optional[Runner] = None
-        self._runner_variant: Optional[str] = None
+        if profile is not None and not hasattr(profile, "variants"):
+            from .profiler.profile import DeviceProfile
+
+            profile = DeviceProfile.load(Path(profile))
+        self.profile = profile
+        self.trace_path = Path(trace_path) if trace_path is not None else None
+        self.sensor = sensor
+        self.target = target
+        self._factory = runner_factory or _default_factory
+        self._runners: Dict[str, Runner] = {}
+        self._load_ms: Dict[str, float] = {}
+        self._last: Optional[str] = None
+        #: observed / predicted latency per "variant@threads" (1.0: as profiled), updated after
+        #: each request; thread counts matter separately because on a busy CPU using every core
+        #: suffers far more than using fewer
+        self.corrections: Dict[str, float] = {}
         self._lock = threading.Lock()
         self._cancel: Optional[CancelToken] = None
+        self._requests = 0
+        self.last_plan = None  # the planner's full answer for the last "auto" request
 
     def __enter__(self) -> "Runtime":
         return self
@@ -108,77 +179,348 @@ class Runtime:
         self.close()
 
     def close(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
-        self._runner = None
-        self._runner_variant = None
+        for runner in self._runners.values():
+            runner.close()
+        self._runners.clear()
+        self._last = None
 
+    # ------------------------------------------------------------------ runners
     def load(self, variant: Optional[str] = None) -> float:
-        """Verify and load a variant (the default one if None); return the load time in ms."""
+        """Verify and load a variant (the default one if None); return the load time in ms
+        (0 when it was already loaded). Loaded variants stay loaded."""
         chosen = self.bundle.variant(variant or self.default_variant)
-        if self._runner is not None and self._runner_variant == chosen.name:
+        self._last = chosen.name
+        if chosen.name in self._runners:
             return 0.0
         start = time.perf_counter()
-        self.close()
-        runner = open_runner(self.bundle, chosen, n_ctx=min(self.n_ctx, chosen.context_length or self.n_ctx),
-                             n_threads=self.n_threads)
+        n_ctx = min(self.n_ctx, chosen.context_length or self.n_ctx)
+        self._check_memory(chosen, n_ctx)
+        runner = self._factory(self.bundle, chosen, n_ctx, self.n_threads)
         runner.load()
-        self._runner, self._runner_variant = runner, chosen.name
-        return (time.perf_counter() - start) * 1000
+        self._runners[chosen.name] = runner
+        self._load_ms[chosen.name] = (time.perf_counter() - start) * 1000
+        return self._load_ms[chosen.name]
+
+    def preload(self, variants: Optional[Sequence[str]] = None) -> Dict[str, float]:
+        """Load several variants ahead of requests (all calibrated ones by default)."""
+        names = list(variants) if variants else sorted({str(r["variant"]) for r in self.bundle.manifest.accuracy_table}
+                                                      or {self.default_variant})
+        return {name: self.load(name) for name in names}
+
+    def _check_memory(self, variant: Variant, n_ctx: int) -> None:
+        try:
+            from .memory import check_fits, estimate_memory
+        except ImportError:
+            return
+        if variant.format == "gguf":
+            check_fits(estimate_memory(self.bundle.path_of(variant), n_ctx=n_ctx, n_seq=8))
+
+    def _memory_exclusions(self) -> Dict[str, str]:
+        """Variants the planner must leave out because loading them would not fit."""
+        excluded: Dict[str, str] = {}
+        for variant in self.bundle.variants:
+            if variant.name in self._runners:
+                continue
+            try:
+                self._check_memory(variant, min(self.n_ctx, variant.context_length or self.n_ctx))
+            except Exception as exc:  # InsufficientMemoryError: the message names the numbers
+                excluded[variant.name] = str(exc)
+        return excluded
 
     @property
     def runner(self) -> Optional[Runner]:
-        return self._runner
+        """The runner of the variant used last."""
+        return self._runners.get(self._last) if self._last else None
 
     def variant(self, name: Optional[str] = None) -> Variant:
         return self.bundle.variant(name or self.default_variant)
 
+    # --------------------------------------------------------------- requests
     def generate(
         self,
         prompt: Prompt,
         *,
         deadline_s: Optional[float] = None,
+        power_w: Optional[float] = None,
+        energy_j: Optional[float] = None,
+        strategy: Optional[str] = None,
         max_tokens: int = 256,
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: Optional[int] = None,
         stop: Sequence[str] = (),
         variant: Optional[str] = None,
+        n: Optional[int] = None,
+        think_tokens: Optional[int] = None,
+        answer_type: Optional[str] = None,
+        choices: Sequence[str] = (),
+        pattern: Optional[str] = None,
+        task_set: Optional[str] = None,
         on_token: Optional[TokenCallback] = None,
         chat: bool = True,
         system: Optional[str] = None,
     ) -> RuntimeResult:
-        """Answer ``prompt`` by ``deadline_s`` seconds from now (loading counts against it)."""
+        """Answer ``prompt`` by ``deadline_s`` seconds from now (loading counts against it).
+
+        strategy: None generates plainly with the sampling settings given; "auto" lets the
+        planner choose variant, strategy, N, budgets and threads within deadline_s, power_w
+        and energy_j; a strategy name (greedy, sc, esc, bon, bf) runs that strategy with
+        ``variant``, ``n``, ``think_tokens`` and ``max_tokens`` as the answer budget.
+        answer_type (number, choice, text, regex) says how answers are extracted and voted on.
+        """
         deadline = Deadline(deadline_s)
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop))
-        params.check()
+        if strategy is None:
+            params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop))
+            params.check()
+        if power_w is not None and not power_w > 0:
+            raise UsageError(f"power limit must be a positive number of watts, found {power_w!r}")
         with self._lock:
-            load_ms = self.load(variant)
-            if deadline.expired():
-                raise DeadlineError(
-                    f"the deadline of {deadline_s * 1000:.0f} ms is shorter than loading the model "
-                    f"({load_ms:.0f} ms); call Runtime.load() first or allow more time"
-                )
-            self._cancel = CancelToken()
-            runner = self._runner
-            assert runner is not None
+            self._cancel = cancel = CancelToken()
             try:
-                result = runner.generate(
-                    prompt, params, deadline=deadline, on_token=on_token, cancel=self._cancel, chat=chat, system=system
-                )
+                if strategy is None:
+                    return self._plain(prompt, params, deadline, variant, on_token, chat, system)
+                return self._planned(prompt, deadline, power_w, energy_j, strategy, max_tokens, seed, stop, variant, n,
+                                     think_tokens, answer_type, choices, pattern, task_set, chat, system, cancel)
             finally:
                 self._cancel = None
-        return RuntimeResult(
-            text=result.text,
-            variant=self._runner_variant or "",
-            finish_reason=result.finish_reason,
-            latency_ms=deadline.elapsed_s() * 1000,
-            load_ms=load_ms,
-            generation=result,
-        )
 
     def cancel(self) -> None:
         """Stop the request in progress from another thread; it returns what it has."""
         token = self._cancel
         if token is not None:
             token.cancel()
+
+    def _load_within(self, name: str, deadline: Deadline) -> float:
+        load_ms = self.load(name)
+        if deadline.expired():
+            raise DeadlineError(
+                f"the deadline of {deadline.seconds * 1000:.0f} ms is shorter than loading the model "
+                f"({load_ms:.0f} ms); call Runtime.load() first or allow more time"
+            )
+        return load_ms
+
+    def _plain(self, prompt, params, deadline, variant, on_token, chat, system) -> RuntimeResult:
+        name = self.variant(variant).name
+        load_ms = self._load_within(name, deadline)
+        runner = self._runners[name]
+        if runner.n_threads != self.n_threads:
+            runner.set_threads(self.n_threads)
+        runner.step_log.clear()
+        result = runner.generate(prompt, params, deadline=deadline, on_token=on_token, cancel=self._cancel,
+                                 chat=chat, system=system)
+        latency_ms = deadline.elapsed_s() * 1000
+        self._observe(name, runner)
+        out = RuntimeResult(text=result.text, variant=name, finish_reason=result.finish_reason, latency_ms=latency_ms,
+                            load_ms=load_ms, generation=result, deadline_s=deadline.seconds, samples=[result],
+                            threads=runner.n_threads)
+        out.energy_j, out.energy_provenance = self._estimate_energy(name, runner.n_threads, latency_ms - load_ms)
+        self._trace(out, None)
+        return out
+
+    def _planned(self, prompt, deadline, power_w, energy_j, strategy_name, max_tokens, seed, stop, variant, n,
+                 think_tokens, answer_type, choices, pattern, task_set, chat, system, cancel) -> RuntimeResult:
+        from .strategies import Config, strategy as get_strategy
+
+        plan_dict = None
+        if strategy_name == "auto":
+            if self.profile is None:
+                raise UsageError("strategy 'auto' needs a device profile: Runtime(bundle, profile=PATH) "
+                                 "(make one with edgert profile)")
+            if deadline.seconds is None:
+                raise UsageError("strategy 'auto' needs a deadline (deadline_s)")
+            config, plan_dict = self._plan(prompt, deadline, power_w, energy_j, task_set, answer_type, choices,
+                                           pattern, stop, chat, system)
+        else:
+            multi = strategy_name in ("sc", "esc", "bon")
+            config = Config(self.variant(variant).name, strategy_name, max_tokens, n=(n or 5) if multi else 1,
+                            think_tokens=(think_tokens or 2 * max_tokens) if strategy_name == "bf" else 0)
+        load_ms = self._load_within(config.variant, deadline)
+        runner = self._runners[config.variant]
+        threads = config.threads or self.n_threads
+        if runner.n_threads != threads:
+            runner.set_threads(threads)
+        ids, spec = self._prepare(runner, prompt, task_set, answer_type, choices, pattern, stop, chat, system)
+        runner.step_log.clear()
+        meter = self._meter()
+        outcome = get_strategy(config.strategy).run(runner, ids, config, spec, deadline, cancel, seed=seed,
+                                                    reserve_s=self._reserve_fn(config, len(ids)))
+        latency_ms = deadline.elapsed_s() * 1000
+        measured = meter.stop() if meter is not None else None
+        self._observe(config.variant, runner)
+        main = outcome.samples[-1] if outcome.samples else runner._empty_result(ids, "deadline", deadline)
+        out = RuntimeResult(
+            text=outcome.text, variant=config.variant, finish_reason=outcome.finish_reason, latency_ms=latency_ms,
+            load_ms=load_ms, generation=main, deadline_s=deadline.seconds, answer=outcome.answer,
+            config=config.to_dict(), plan=plan_dict, samples=outcome.samples, votes=outcome.votes,
+            forced=outcome.forced, threads=threads,
+        )
+        if measured is not None:
+            out.energy_j, out.energy_provenance = measured.energy_j, measured.provenance
+        else:
+            out.energy_j, out.energy_provenance = self._estimate_energy(config.variant, threads, latency_ms - load_ms)
+        self._trace(out, plan_dict)
+        return out
+
+    # ----------------------------------------------------------------- planning
+    def _prepare(self, runner: Runner, prompt, task_set, answer_type, choices, pattern, stop, chat, system):
+        """Token ids and answer spec of a request. With a task set, the question is asked the
+        way calibration asked it (chat models: with the answer instruction; base models:
+        few-shot), so the accuracy the planner expects is the one measured."""
+        from .strategies import AnswerSpec, ThinkingFormat
+
+        if task_set is None:
+            ids = runner.encode(prompt, chat=chat, system=system)
+            return ids, AnswerSpec(kind=answer_type, choices=tuple(choices), pattern=pattern, stop=tuple(stop),
+                                   thinking=ThinkingFormat.for_template(runner.chat_template_source))
+        from .calibrate import prepare_task
+        from .tasks import Task
+
+        tasks = self._task_set(task_set)
+        if not isinstance(prompt, str):
+            raise UsageError("a request with a task set takes the question as a string, found a message list")
+        kind = answer_type or (tasks.tasks[0].type if tasks.tasks else "text")
+        task = Task(id="request", prompt=prompt, answer="", type=kind, choices=tuple(choices), pattern=pattern)
+        return prepare_task(runner, task, tasks.shots(), stop)
+
+    def _task_set(self, name: str):
+        from .tasks import load_tasks
+
+        cache = self.__dict__.setdefault("_task_sets", {})
+        if name not in cache:
+            cache[name] = load_tasks(name)
+        return cache[name]
+
+    def _plan(self, prompt, deadline, power_w, energy_j, task_set, answer_type, choices, pattern, stop, chat, system):
+        from .planner import Limits, plan
+
+        if not self._runners:
+            self._load_within(self.default_variant, deadline)
+        excluded = self._memory_exclusions()
+        lengths: Dict[str, int] = {}
+        for variant in self.bundle.variants:
+            runner = self._runners.get(variant.name)
+            if task_set is None and chat and not variant.chat_template:
+                excluded.setdefault(variant.name, "no chat template (ask with a task set, or chat=False)")
+            if runner is not None:
+                lengths[variant.name] = len(self._prepare(runner, prompt, task_set, answer_type, choices, pattern,
+                                                          stop, chat, system)[0])
+        fallback = max(lengths.values()) if lengths else max(1, len(str(prompt)) // 3)
+        extra_ms = {v.name: v.size_bytes / LOAD_BYTES_PER_S * 1000 for v in self.bundle.variants if v.name not in self._runners}
+        limits = Limits(max(deadline.remaining_s(), 1e-3), power_w=power_w, energy_j=energy_j, target=self.target,
+                        prompt_tokens=fallback)
+        result = plan(self.bundle.manifest.accuracy_table, self.profile, limits, task_set=task_set,
+                      corrections=self.planner_corrections(), extra_ms=extra_ms, excluded=excluded, prompt_tokens=lengths)
+        self.last_plan = result
+        choice = result.choice
+        return choice.config, {
+            "feasible": result.feasible, "reason": result.reason, "planning_ms": round(result.planning_ms, 3),
+            "predicted_latency_ms": round(choice.latency_ms, 1), "latency_bound_ms": round(choice.latency_bound_ms, 1),
+            "predicted_power_w": round(choice.power_w, 2), "expected_accuracy": round(choice.accuracy, 4),
+            "prompt_tokens": lengths.get(choice.config.variant, fallback), "estimated": choice.estimated,
+        }
+
+    def planner_corrections(self) -> Dict[str, float]:
+        """Corrections per variant@threads, plus per variant the largest one observed (used for
+        thread counts not tried yet: assume the slowdown applies to them too)."""
+        out = dict(self.corrections)
+        for key, value in self.corrections.items():
+            variant = key.rsplit("@", 1)[0]
+            out[variant] = max(out.get(variant, 0.0), value)
+        return out
+
+    def _correction(self, variant: str, threads: Optional[int]) -> float:
+        return self.corrections.get(f"{variant}@{threads}", self.planner_corrections().get(variant, 1.0))
+
+    def _thread_scale(self, variant: str, threads: Optional[int]) -> float:
+        profiled = self.profile.variant(variant).threads
+        return profiled / threads if threads and threads < profiled else 1.0
+
+    def _reserve_fn(self, config, prompt_tokens: int):
+        """Time the answer phase of budget forcing needs, from the profile (None: observed)."""
+        if self.profile is None or config.variant not in self.profile.variants:
+            return None
+        from statistics import NormalDist
+
+        from .planner import profile_sigma
+        from .strategies import FORCED_CLOSE_TOKENS
+
+        z = NormalDist().inv_cdf(self.target)
+        threads = config.threads or self.n_threads
+        factor = (self._correction(config.variant, threads) * self._thread_scale(config.variant, threads)
+                  * (1 + z * profile_sigma(self.profile, config.variant)))
+        context = prompt_tokens + config.think_tokens
+
+        def reserve_s(answer_tokens: int) -> float:
+            ms = (self.profile.predict_prefill_ms(config.variant, FORCED_CLOSE_TOKENS)
+                  + answer_tokens * self.profile.predict_decode_step_ms(config.variant, context + answer_tokens / 2))
+            return ms * factor / 1000
+
+        return reserve_s
+
+    def _observe(self, variant: str, runner: Runner) -> None:
+        """Online recalibration: compare this request's prefill and decode times with the
+        profile's predictions and move the variant's correction factor toward the ratio."""
+        if self.profile is None or variant not in self.profile.variants or not runner.step_log:
+            return
+        observed = predicted = 0.0
+        for record in runner.step_log:
+            if record.kind.startswith("prefill"):
+                if record.size < 1:
+                    continue
+                expected = self.profile.predict_prefill_ms(variant, record.size)
+                if record.kind == "prefill-cut" and record.ms < expected:
+                    continue  # a cut prefill only bounds the time from below: it can show a slowdown, not a speed-up
+                predicted += expected
+            else:
+                predicted += self.profile.predict_decode_step_ms(variant, record.context, record.size)
+            observed += record.ms
+        if predicted <= 0 or observed <= 0:
+            return
+        ratio = observed / (predicted * self._thread_scale(variant, runner.n_threads))
+        ratio = min(max(ratio, CORRECTION_RANGE[0]), CORRECTION_RANGE[1])
+        key = f"{variant}@{runner.n_threads}"
+        old = self._correction(variant, runner.n_threads)
+        self.corrections[key] = math.exp((1 - CORRECTION_ALPHA) * math.log(old) + CORRECTION_ALPHA * math.log(ratio))
+
+    # ------------------------------------------------------------------- energy
+    def _meter(self):
+        if self.sensor is None or getattr(self.sensor, "provenance", "") != "measured":
+            return None
+        from .devices.base import EnergyMeter
+
+        meter = EnergyMeter(self.sensor)
+        meter.start()
+        return meter
+
+    def _estimate_energy(self, variant: str, threads: Optional[int], busy_ms: float):
+        """Profile's average power (scaled for fewer threads) x time: an estimate, labelled so."""
+        if self.profile is None or variant not in self.profile.variants:
+            return None, "unknown"
+        from .planner import _load_power, device_cores
+
+        vp = self.profile.variant(variant)
+        power = float(vp.energy.get("avg_power_w") or 0.0)
+        cores = device_cores(self.profile)
+        if threads and threads != vp.threads and cores:
+            power *= _load_power(threads / cores) / _load_power(vp.threads / cores)
+        return power * max(busy_ms, 0.0) / 1000, "estimated"
+
+    # -------------------------------------------------------------------- trace
+    def _trace(self, result: RuntimeResult, plan: Optional[Dict[str, Any]]) -> None:
+        self._requests += 1
+        if self.trace_path is None:
+            return
+        record = {
+            "time": time.time(), "request": self._requests, "variant": result.variant, "config": result.config,
+            "plan": plan, "answer": result.answer, "finish_reason": result.finish_reason,
+            "deadline_s": result.deadline_s, "deadline_met": result.deadline_met,
+            "latency_ms": round(result.latency_ms, 2), "load_ms": round(result.load_ms, 2),
+            "tokens_in": result.generation.tokens_in, "tokens_out": result.tokens_out,
+            "samples": len(result.samples), "threads": result.threads,
+            "energy_j": None if result.energy_j is None else round(result.energy_j, 4),
+            "energy_provenance": result.energy_provenance,
+            "corrections": {k: round(v, 4) for k, v in self.corrections.items()},
+        }
+        self.trace_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.trace_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")

@@ -119,7 +119,8 @@ class AnswerSpec:
         if self.kind is None:
             first = text.strip().splitlines()[0] if text.strip() else ""
             return normalize_answer(first, "text") if first else None
-        return extract_answer(text, self.kind, choices=self.choices or None, pattern=self.pattern)
+        value = extract_answer(text, self.kind, choices=self.choices or None, pattern=self.pattern)
+        return None if value is None else normalize_answer(value, self.kind)
 
 
 @dataclass

@@ -8,6 +8,7 @@ detokenize, evaluate a prompt, evaluate one token.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import threading
@@ -15,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Type
+from typing import Callable, ClassVar, Deque, Dict, List, NamedTuple, Optional, Sequence, Type
 
 import numpy as np
 
@@ -58,6 +59,13 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+
+class StepRecord(NamedTuple):
+    kind: str  # "prefill" / "prefill-cut" (stopped by the deadline): tokens; "decode": sequences in the batch
+    size: int
+    context: int
+    ms: float
 
 
 @dataclass
@@ -157,6 +165,9 @@ class Runner(ABC):
         self.load_ms: Optional[float] = None
         self._step_estimate_s = 0.0
         self._prefix_hit = 0  # prompt tokens the last prefill found already evaluated
+        #: recent evaluations as (kind, tokens or batch, context length, ms): the runtime
+        #: compares them with the profile's predictions to recalibrate online
+        self.step_log: Deque[StepRecord] = collections.deque(maxlen=8192)
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> "Runner":
@@ -223,6 +234,20 @@ class Runner(ABC):
     def tokenize(self, text: str) -> List[int]:
         self._require_loaded()
         return self._tokenize_impl(text)
+
+    def set_threads(self, n_threads: int) -> None:
+        """Change the thread count between requests (a power knob on CPUs)."""
+        self._require_loaded()
+        if not isinstance(n_threads, int) or n_threads < 1:
+            raise UsageError(f"n_threads must be a positive integer, found {n_threads!r}")
+        if n_threads != self.n_threads:
+            with self._exclusive():
+                self._set_threads_impl(n_threads)
+                self.n_threads = n_threads
+                self._step_estimate_s = 0.0  # step times measured at the old count no longer apply
+
+    def _set_threads_impl(self, n_threads: int) -> None:
+        raise EdgertError(f"{type(self).__name__} cannot change its thread count after loading")
 
     def forget_cache(self) -> None:
         """Make the next prompt evaluate from scratch (prefix reuse off for one request)."""
@@ -415,8 +440,11 @@ class Runner(ABC):
         try:
             logits = self._prefill_impl(prompt_ids, should_abort)
         except _Aborted:
-            return result("cancelled" if cancel.cancelled else "deadline", (time.perf_counter() - t0) * 1000)
+            cut_ms = (time.perf_counter() - t0) * 1000  # a lower bound of the prefill time, still worth learning from
+            self.step_log.append(StepRecord("prefill-cut", len(prompt_ids) - self._prefix_hit, len(prompt_ids), cut_ms))
+            return result("cancelled" if cancel.cancelled else "deadline", cut_ms)
         prefill_ms = (time.perf_counter() - t0) * 1000
+        self.step_log.append(StepRecord("prefill", len(prompt_ids) - self._prefix_hit, len(prompt_ids), prefill_ms))
         step_estimate_s = self._step_estimate_s  # carried over from earlier requests
         last_check = time.perf_counter()
         while True:
@@ -452,6 +480,7 @@ class Runner(ABC):
                 finish = "cancelled" if cancel.cancelled else "deadline"
                 break
             steps_ms.append((time.perf_counter() - t0) * 1000)
+            self.step_log.append(StepRecord("decode", 1, len(prompt_ids) + len(out_ids), steps_ms[-1]))
         if steps_ms:
             self._step_estimate_s = float(np.median(steps_ms)) / 1000
         tail = decoder.flush()
@@ -507,8 +536,10 @@ class Runner(ABC):
             first = self._prefill_impl(prompt_ids, should_abort)
         except _Aborted:
             prefill_ms = (time.perf_counter() - t0) * 1000
+            self.step_log.append(StepRecord("prefill-cut", len(prompt_ids) - self._prefix_hit, len(prompt_ids), prefill_ms))
             return close_all("cancelled" if cancel.cancelled else "deadline")
         prefill_ms = (time.perf_counter() - t0) * 1000
+        self.step_log.append(StepRecord("prefill", len(prompt_ids) - self._prefix_hit, len(prompt_ids), prefill_ms))
         self._fork_impl(n)
         logits = [first] * n
         step_estimate_s = self._step_estimate_s
@@ -552,6 +583,7 @@ class Runner(ABC):
             except _Aborted:
                 return close_all("cancelled" if cancel.cancelled else "deadline")
             step_ms = (time.perf_counter() - t0) * 1000
+            self.step_log.append(StepRecord("decode", len(seqs), len(prompt_ids) + len(outs[seqs[0]]), step_ms))
             for row, i in enumerate(seqs):
                 logits[i] = rows[row]
                 steps[i].append(step_ms)

@@ -254,6 +254,9 @@ class LlamaCppRunner(Runner):
         self._cached.append(token)
         return self._logits()
 
+    def _set_threads_impl(self, n_threads: int) -> None:
+        self._lib.llama_set_n_threads(self._ctx, n_threads, n_threads)
+
     def _forget_cache_impl(self) -> None:
         self._cached = []
 

@@ -1,0 +1,309 @@
+"""The planner: the configuration with the highest expected accuracy that meets the limits.
+
+A pure function of the bundle's accuracy table, the device profile and the request's
+limits; it never touches a device, so it is tested as a function. For every configuration
+(variant x strategy x N x budgets x thread count) it prices the strategy's worst-case
+schedule with the profile's fitted latency model:
+
+- latency: prefill, then decode steps at the batch size the strategy uses, with context
+  growing as tokens are produced; multiplied by the runtime's observed/predicted ratio for
+  the variant (online recalibration) and by cores/threads for fewer threads than were
+  profiled (an estimate, labelled so);
+- P(latency <= deadline) >= target: the predicted latency is raised by z(target) x sigma,
+  sigma being the relative error of the profile's held-out predictions (MAPE x sqrt(pi/2),
+  the standard deviation of a normal error with that mean absolute value), at least 5%;
+- power: the profile's average power at the profiled thread count, scaled for fewer threads
+  with the same load curve the power estimate uses (0.1 + 0.9 load^3);
+- energy: power x predicted latency (an upper bound, since budgets are the worst case).
+
+A looser deadline only adds feasible configurations, so the chosen accuracy never drops.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+
+from .errors import UsageError
+from .strategies import Config, strategy
+
+SIGMA_FLOOR = 0.05  # this machine's repeat-to-repeat spread of the same measurement is about 5%
+DEFAULT_TARGET = 0.95
+IDLE_POWER_FRACTION = 0.1  # same load curve as devices.base.EstimatedSensor
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a request allows."""
+
+    deadline_s: float
+    power_w: Optional[float] = None
+    energy_j: Optional[float] = None
+    target: float = DEFAULT_TARGET
+    prompt_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.deadline_s, (int, float)) and math.isfinite(self.deadline_s) and self.deadline_s > 0):
+            raise UsageError(f"deadline must be a positive number of seconds, found {self.deadline_s!r}")
+        if self.power_w is not None and not self.power_w > 0:
+            raise UsageError(f"power limit must be a positive number of watts, found {self.power_w!r}")
+        if self.energy_j is not None and not self.energy_j > 0:
+            raise UsageError(f"energy budget must be a positive number of joules, found {self.energy_j!r}")
+        if not 0.5 <= self.target < 1:
+            raise UsageError(f"target probability must be within [0.5, 1), found {self.target!r}")
+        if self.prompt_tokens < 1:
+            raise UsageError(f"prompt length must be at least 1 token, found {self.prompt_tokens!r}")
+
+
+@dataclass
+class Candidate:
+    """A configuration with its expected accuracy and predicted cost."""
+
+    config: Config
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    tasks: int
+    latency_ms: float  # predicted, budgets used up
+    latency_bound_ms: float  # at the target probability
+    power_w: float
+    energy_j: float
+    estimated: bool  # a figure comes from a datasheet prior or a thread-count scaling
+    problems: List[str] = field(default_factory=list)
+
+    @property
+    def feasible(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            **self.config.to_dict(), "label": self.config.label, "accuracy": round(self.accuracy, 4),
+            "ci_low": self.ci_low, "ci_high": self.ci_high, "tasks": self.tasks,
+            "latency_ms": round(self.latency_ms, 2), "latency_bound_ms": round(self.latency_bound_ms, 2),
+            "power_w": round(self.power_w, 2), "energy_j": round(self.energy_j, 3), "estimated": self.estimated,
+            "feasible": self.feasible, "problems": self.problems,
+        }
+
+
+@dataclass
+class Plan:
+    choice: Candidate
+    feasible: bool
+    reason: str
+    candidates: List[Candidate]
+    frontier: List[Candidate]
+    limits: Limits
+    sigma: Dict[str, float]
+    planning_ms: float = 0.0
+
+    @property
+    def warnings(self) -> List[str]:
+        return [] if self.feasible else [self.reason]
+
+    def to_dict(self, all_candidates: bool = False) -> Dict[str, object]:
+        out: Dict[str, object] = {
+            "choice": self.choice.to_dict(), "feasible": self.feasible, "reason": self.reason,
+            "limits": vars(self.limits), "sigma": self.sigma, "planning_ms": round(self.planning_ms, 3),
+            "frontier": [c.to_dict() for c in self.frontier],
+        }
+        if all_candidates:
+            out["candidates"] = [c.to_dict() for c in self.candidates]
+        return out
+
+
+@dataclass(frozen=True)
+class AccuracyEntry:
+    config: Config
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    tasks: int
+
+
+def accuracy_entries(rows: Iterable[Mapping[str, object]], task_set: Optional[str] = None) -> List[AccuracyEntry]:
+    """Accuracy per configuration for one task set, or pooled over all task sets."""
+    from .calibrate import wilson_interval
+
+    pooled: Dict[str, List] = {}
+    for row in rows:
+        if task_set is not None and row.get("task_set") != task_set:
+            continue
+        config = Config.from_dict(dict(row))
+        entry = pooled.setdefault(config.key, [config, 0, 0])
+        entry[1] += int(row["correct"])
+        entry[2] += int(row["total"])
+    out = []
+    for config, correct, total in pooled.values():
+        low, high = wilson_interval(correct, total)
+        out.append(AccuracyEntry(config, correct / total if total else 0.0, round(low, 4), round(high, 4), total))
+    return out
+
+
+def profile_sigma(profile, variant: str) -> float:
+    """Relative standard deviation of the profile's predictions for a variant."""
+    errors = profile.variant(variant).fit_error
+    mapes = [errors.get(k, {}).get("mape_pct") for k in ("prefill_held_out", "decode_held_out")]
+    mapes = [m for m in mapes if m is not None and math.isfinite(m)]
+    if not mapes:
+        return max(SIGMA_FLOOR, 0.25 if profile.kind == "prior" else SIGMA_FLOOR)
+    return max(SIGMA_FLOOR, math.sqrt(math.pi / 2) * max(mapes) / 100)
+
+
+def _load_power(load: float) -> float:
+    return IDLE_POWER_FRACTION + (1 - IDLE_POWER_FRACTION) * load**3
+
+
+def device_cores(profile) -> Optional[int]:
+    details = profile.device.get("details", {}) if isinstance(profile.device, dict) else {}
+    cores = details.get("cores")
+    return int(cores) if isinstance(cores, int) and cores > 0 else None
+
+
+def thread_options(profile, variants: Sequence[str]) -> Dict[str, List[Optional[int]]]:
+    """The thread counts the planner may choose for each variant: 1..profiled on CPUs."""
+    out: Dict[str, List[Optional[int]]] = {}
+    cpu = profile.device.get("kind") == "cpu" if isinstance(profile.device, dict) else False
+    for name in variants:
+        threads = profile.variant(name).threads
+        out[name] = list(range(1, threads + 1)) if cpu and threads > 1 else [None]
+    return out
+
+
+def predict_latency_ms(profile, config: Config, prompt_tokens: int) -> float:
+    """Worst-case latency of ``config`` at the profiled thread count, from the fitted models."""
+    total = 0.0
+    context = prompt_tokens
+    for phase in strategy(config.strategy).schedule(config, prompt_tokens):
+        if phase.kind == "prefill":
+            total += profile.predict_prefill_ms(config.variant, phase.tokens)
+            context = max(context, phase.tokens)
+        else:
+            total += phase.tokens * profile.predict_decode_step_ms(config.variant, context + phase.tokens / 2, phase.batch)
+            context += phase.tokens
+    return total
+
+
+def plan(
+    rows: Iterable[Mapping[str, object]],
+    profile,
+    limits: Limits,
+    *,
+    task_set: Optional[str] = None,
+    corrections: Optional[Mapping[str, float]] = None,
+    extra_ms: Optional[Mapping[str, float]] = None,
+    excluded: Optional[Mapping[str, str]] = None,
+    threads: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
+    prompt_tokens: Optional[Mapping[str, int]] = None,
+) -> Plan:
+    """Choose a configuration for one request.
+
+    rows: the bundle's accuracy table; profile: a DeviceProfile; corrections: observed over
+    predicted latency per "variant@threads" or per variant (online recalibration, 1.0 = as
+    profiled); extra_ms: time
+    to add per variant (loading one that is not in memory); excluded: variants left out with
+    the reason (too large for memory); threads: thread counts to consider per variant;
+    prompt_tokens: the prompt's length per variant where it differs from limits.prompt_tokens
+    (tokenizers and prompt formats differ between models).
+    """
+    started = time.perf_counter()
+    entries = [e for e in accuracy_entries(rows, task_set) if e.config.variant in profile.variants]
+    if not entries:
+        known = sorted({str(r.get("variant")) for r in rows})
+        raise UsageError(
+            "no configuration has both an accuracy (edgert calibrate) and a latency model (edgert profile)"
+            + (f" for task set {task_set!r}" if task_set else "")
+            + f"; calibrated variants: {', '.join(known) or 'none'}; profiled: {', '.join(profile.variants) or 'none'}"
+        )
+    corrections = corrections or {}
+    extra_ms = extra_ms or {}
+    excluded = excluded or {}
+    variants = sorted({e.config.variant for e in entries})
+    threads = threads or thread_options(profile, variants)
+    cores = device_cores(profile)
+    z = NormalDist().inv_cdf(limits.target)
+    sigma = {v: profile_sigma(profile, v) for v in variants}
+    prior = profile.kind == "prior"
+    base_cache: Dict[tuple, float] = {}
+    candidates: List[Candidate] = []
+    for entry in entries:
+        name = entry.config.variant
+        vp = profile.variant(name)
+        key = (entry.config.strategy, entry.config.n, entry.config.think_tokens, entry.config.answer_tokens, name)
+        if key not in base_cache:
+            length = (prompt_tokens or {}).get(name, limits.prompt_tokens)
+            base_cache[key] = predict_latency_ms(profile, entry.config, length)
+        base_ms = base_cache[key]
+        avg_power = float(vp.energy.get("avg_power_w") or 0.0)
+        for t in threads.get(name, [None]):
+            scale, power, estimated = 1.0, avg_power, prior or vp.energy.get("provenance") != "measured"
+            if t is not None and t != vp.threads:
+                scale = vp.threads / t  # fewer threads: compute-bound steps slow down in proportion (estimate)
+                load_ratio = _load_power(t / cores) / _load_power(vp.threads / cores) if cores else t / vp.threads
+                power = avg_power * load_ratio
+                estimated = True
+            config = Config(name, entry.config.strategy, entry.config.answer_tokens, entry.config.n,
+                            entry.config.think_tokens, t)
+            correction = corrections.get(f"{name}@{t}", corrections.get(name, 1.0))
+            latency = base_ms * scale * correction + extra_ms.get(name, 0.0)
+            bound = latency * (1 + z * sigma[name])
+            energy = power * latency / 1000
+            problems = []
+            if name in excluded:
+                problems.append(excluded[name])
+            if bound > limits.deadline_s * 1000:
+                problems.append(f"needs {bound:.0f} ms at p{limits.target * 100:.0f}, deadline {limits.deadline_s * 1000:.0f} ms")
+            if limits.power_w is not None and power > limits.power_w:
+                problems.append(f"draws {power:.1f} W, limit {limits.power_w:g} W")
+            if limits.energy_j is not None and energy > limits.energy_j:
+                problems.append(f"uses {energy:.2f} J, budget {limits.energy_j:g} J")
+            candidates.append(Candidate(config, entry.accuracy, entry.ci_low, entry.ci_high, entry.tasks,
+                                        latency, bound, power, energy, estimated, problems))
+
+    feasible = [c for c in candidates if c.feasible]
+    if feasible:
+        choice = max(feasible, key=lambda c: (c.accuracy, -c.latency_bound_ms, -c.energy_j))
+        reason = f"highest expected accuracy of {len(feasible)} feasible configurations"
+    else:
+        choice, reason = _fallback(candidates, limits, excluded)
+    frontier = pareto_frontier([c for c in candidates if not _fails_other_than_deadline(c)])
+    return Plan(choice, bool(feasible), reason, candidates, frontier, limits, sigma,
+                (time.perf_counter() - started) * 1000)
+
+
+def _fails_other_than_deadline(c: Candidate) -> bool:
+    return any(not p.startswith("needs ") for p in c.problems)
+
+
+def _fallback(candidates: List[Candidate], limits: Limits, excluded: Mapping[str, str]):
+    """Nothing fits: the fastest configuration (within the power limit if any can be), and why."""
+    usable = [c for c in candidates if c.config.variant not in excluded] or candidates
+    within_power = [c for c in usable if limits.power_w is None or c.power_w <= limits.power_w]
+    pool = within_power or usable
+    fastest = min(pool, key=lambda c: (c.latency_bound_ms, -c.accuracy))
+    why = []
+    if excluded and len(usable) < len(candidates):
+        why.append("; ".join(f"{v}: {r}" for v, r in excluded.items()))
+    if not within_power:
+        lowest = min(usable, key=lambda c: c.power_w)
+        why.append(f"the lowest-power configuration draws {lowest.power_w:.1f} W, above the {limits.power_w:g} W limit")
+    if fastest.latency_bound_ms > limits.deadline_s * 1000:
+        why.append(f"the fastest configuration needs {fastest.latency_bound_ms:.0f} ms at p{limits.target * 100:.0f}, "
+                   f"above the {limits.deadline_s * 1000:.0f} ms deadline")
+    if limits.energy_j is not None and fastest.energy_j > limits.energy_j:
+        why.append(f"it uses {fastest.energy_j:.2f} J, above the {limits.energy_j:g} J budget")
+    return fastest, "nothing fits: " + "; ".join(why or ["no configuration meets every limit"]) + \
+        "; falling back to the fastest configuration (the runtime still answers by the deadline)"
+
+
+def pareto_frontier(candidates: Sequence[Candidate]) -> List[Candidate]:
+    """Configurations no other one beats on both latency (bound) and accuracy, fastest first."""
+    frontier: List[Candidate] = []
+    best = -1.0
+    for c in sorted(candidates, key=lambda c: (c.latency_bound_ms, -c.accuracy)):
+        if c.accuracy > best:
+            frontier.append(c)
+            best = c.accuracy
+    return frontier

@@ -1,0 +1,149 @@
+"""The adaptive runtime on the real SmolLM2 bundle: planning per request, the deadline
+guarantee under an artificially slowed runner, online recalibration, the JSONL trace.
+
+The profile and accuracy table are synthetic (fitted-model parameters chosen to resemble
+this machine), so the tests do not need a 50 s profiling run; the runner, strategies and
+planner are the real ones.
+"""
+
+import json
+import time
+
+import pytest
+
+from edgert.bundle import Bundle
+from edgert.errors import UsageError
+from edgert.profiler.costs import costs_from_file
+from edgert.profiler.profile import DeviceProfile, VariantProfile
+from edgert.profiler.roofline import DecodeFit, PrefillFit
+from edgert.runners.llama_cpp import LlamaCppRunner
+from edgert.runtime import Runtime, open_runner
+
+QUESTION = "Sam has 5 marbles and finds 3 more. How many marbles does Sam have?"
+
+
+@pytest.fixture(scope="module")
+def adaptive_bundle(smollm2_bundle, tmp_path_factory):
+    """The SmolLM2 bundle with a small accuracy table (as `edgert calibrate` writes it)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("adaptive") / "bundle"
+    shutil.copytree(smollm2_bundle, root)
+    bundle = Bundle.open(root)
+    name = bundle.variant().name
+    rows = []
+    for strategy, n, t, a, correct in [("greedy", 1, 0, 16, 40), ("greedy", 1, 0, 64, 45), ("sc", 5, 0, 32, 60),
+                                       ("esc", 5, 0, 32, 60), ("bf", 1, 64, 16, 70)]:
+        rows.append({"variant": name, "strategy": strategy, "n": n, "think_tokens": t, "answer_tokens": a,
+                     "task_set": "arithmetic", "correct": correct, "total": 100})
+    bundle.manifest.accuracy_table = rows
+    bundle.save_manifest()
+    return root
+
+
+@pytest.fixture(scope="module")
+def profile(adaptive_bundle):
+    """A profile whose fitted models predict ~10 ms decode steps and ~4 ms/token prefill."""
+    bundle = Bundle.open(adaptive_bundle)
+    v = bundle.variant()
+    costs = costs_from_file(bundle.artifact(v))
+    peak, bw = 100e9, 20e9
+    prefill = PrefillFit(eta_compute=0.07, eta_memory=1.0, eta_attention=0.5, overhead_ms=5.0)
+    decode = DecodeFit(eta_compute=0.5, eta_memory=0.5, eta_attention=0.5, overhead_ms=1.0,
+                       kappa={b: 1.0 for b in range(1, 9)})
+    vp = VariantProfile(v.name, v.sha256, v.quantization, costs, 2, prefill, decode,
+                        fit_error={"prefill_held_out": {"mape_pct": 5.0}, "decode_held_out": {"mape_pct": 5.0}},
+                        energy={"avg_power_w": 20.0, "provenance": "estimated"})
+    return DeviceProfile(device={"kind": "cpu", "name": "test", "details": {"cores": 2}}, peak_flops=peak,
+                         bandwidth_bytes_per_s=bw, variants={v.name: vp})
+
+
+class SlowRunner(LlamaCppRunner):
+    """The real llama.cpp runner with a delay added to every decode step (a throttled device)."""
+
+    delay_s = 0.0
+
+    def _decode_impl(self, token, should_abort):
+        time.sleep(self.delay_s)
+        return super()._decode_impl(token, should_abort)
+
+    def _decode_batch_impl(self, tokens, seqs, position):
+        time.sleep(self.delay_s)
+        return super()._decode_batch_impl(tokens, seqs, position)
+
+
+def slow_factory(bundle, variant, n_ctx, n_threads):
+    return SlowRunner(bundle.artifact(variant), n_ctx=n_ctx, n_threads=n_threads)
+
+
+def test_auto_plans_runs_and_reports_telemetry(adaptive_bundle, profile, tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    with Runtime(adaptive_bundle, profile=profile, trace_path=trace, n_threads=2) as rt:
+        rt.preload()
+        loose = rt.generate(QUESTION, deadline_s=30, strategy="auto", task_set="arithmetic")
+        tight = rt.generate(QUESTION, deadline_s=0.6, strategy="auto", task_set="arithmetic")
+    assert loose.config["strategy"] == "bf" and loose.plan["feasible"]  # the most accurate row
+    assert loose.deadline_met and loose.answer is not None
+    assert tight.config["strategy"] == "greedy"  # only the cheap configurations fit 0.6 s
+    assert tight.deadline_met
+    assert loose.energy_provenance == "estimated" and loose.energy_j > 0
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [r["config"]["strategy"] for r in records] == ["bf", "greedy"]
+    assert all(r["plan"]["planning_ms"] < 1000 and "corrections" in r for r in records)
+    data = loose.to_dict()
+    assert data["config"]["think_tokens"] == 64 and data["plan"]["expected_accuracy"] == 0.7
+
+
+@pytest.mark.parametrize("strategy_name", ["greedy", "sc", "bf"])
+def test_deadline_holds_under_an_artificially_slowed_runner(adaptive_bundle, profile, strategy_name):
+    """Steps take 40 ms longer than the profile predicts: the plan is wrong, the deadline holds."""
+    with Runtime(adaptive_bundle, profile=profile, n_threads=2, runner_factory=slow_factory) as rt:
+        rt.preload()
+        rt.runner.delay_s = 0.04
+        budget = 8 if strategy_name == "bf" else 64  # bf: a short answer phase, so thinking gets time too
+        results = [rt.generate(QUESTION, deadline_s=1.0, strategy=strategy_name, max_tokens=budget, n=3,
+                               think_tokens=200, answer_type="number") for _ in range(3)]
+    for r in results:
+        assert r.latency_ms <= 1000 + 40 + 60, r.to_dict()  # one slowed step + scheduling slack
+    if strategy_name == "bf":
+        assert all(r.forced for r in results)  # thinking was cut to leave the answer its time
+        assert any(r.samples[-1].tokens_out > 0 for r in results)
+
+
+def test_online_recalibration_after_a_slowdown_shrinks_plans(adaptive_bundle, profile):
+    with Runtime(adaptive_bundle, profile=profile, n_threads=2, runner_factory=slow_factory) as rt:
+        rt.preload()
+        before = rt.generate(QUESTION, deadline_s=4.0, strategy="auto", task_set="arithmetic")
+        rt.runner.delay_s = 0.08  # the device slows down about eightfold
+        during = [rt.generate(QUESTION, deadline_s=4.0, strategy="auto", task_set="arithmetic") for _ in range(3)]
+    key = next(iter(rt.corrections))
+    assert rt.corrections[key] > 3  # observed steps are several times the prediction
+    assert before.plan["expected_accuracy"] > during[-1].plan["expected_accuracy"]
+    assert during[-1].plan["predicted_latency_ms"] <= 4000
+
+
+def test_auto_needs_a_profile_and_a_deadline(adaptive_bundle, profile):
+    with Runtime(adaptive_bundle, n_threads=2) as rt:
+        with pytest.raises(UsageError, match="needs a device profile"):
+            rt.generate(QUESTION, deadline_s=1, strategy="auto")
+    with Runtime(adaptive_bundle, profile=profile, n_threads=2) as rt:
+        with pytest.raises(UsageError, match="needs a deadline"):
+            rt.generate(QUESTION, strategy="auto")
+        with pytest.raises(UsageError, match="power limit"):
+            rt.generate(QUESTION, deadline_s=1, strategy="auto", power_w=-3)
+
+
+def test_power_limit_lowers_the_thread_count(adaptive_bundle, profile):
+    with Runtime(adaptive_bundle, profile=profile, n_threads=2) as rt:
+        rt.preload()
+        r = rt.generate(QUESTION, deadline_s=30, power_w=8, strategy="auto", task_set="arithmetic")
+        assert r.threads == 1 and rt.runner.n_threads == 1
+        assert r.energy_j < 8 * r.latency_ms / 1000
+        plain = rt.generate("Say hi.", max_tokens=4)
+        assert plain.threads == 2 and rt.runner.n_threads == 2  # back to the runtime's default
+
+
+def test_open_runner_checks_the_hash_first(adaptive_bundle):
+    bundle = Bundle.open(adaptive_bundle)
+    runner = open_runner(bundle, bundle.variant(), n_ctx=256, n_threads=1)
+    assert isinstance(runner, LlamaCppRunner) and not runner.loaded
