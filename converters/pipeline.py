@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Sequence
 
 from edgert import __version__
 from edgert.bundle import Bundle, Manifest, Variant
-from edgert.bundle.pack import describe_gguf, model_label, slug
-from edgert.errors import BundleError, UsageError
-from edgert.fileio import sha256_file
+from edgert.bundle.pack import describe_gguf, model_label, recover_interrupted, referenced_names, slug
+from edgert.errors import BundleError, DiskFullError, UsageError
+from edgert.fileio import crash_point, free_bytes, is_disk_full, pending_files, sha256_file
 from edgert.formats.gguf import read_header
 
 from .base import (Artifact, ConversionError, ConvertOptions, Progress, QualityGateError, Source, converter_for,
@@ -116,12 +116,14 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
     if not quantizations:
         raise UsageError("--quant: expected at least one quantization")
     out = Path(out)
+    recover_interrupted(out)
     existing = Bundle.open_for_writing(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
     staging = out.parent / f"{STAGING_PREFIX}{out.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    crash_point("convert.staged")
     try:
         if not Path(source_path).exists():
             raise ConversionError(f"source not found: {source_path}")
@@ -133,6 +135,7 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
             raise BundleError(f"variant(s) {', '.join(clash)} already exist in {out}; remove them or convert into another bundle")
         source = resolve_source(source_path, staging, trust_pickle=trust_pickle, progress=progress)
         preflight(source, converter, quantizations, staging)
+        crash_point("convert.preflight_passed")
         work = staging / "artifacts"
         work.mkdir()
         options = ConvertOptions(quantizations=quantizations, work_dir=work, block_size=block_size,
@@ -140,6 +143,7 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
                                  calibration=Path(calibration) if calibration else None,
                                  thresholds=thresholds or {}, threads=threads, progress=progress)
         artifacts = converter.convert(source, options)
+        crash_point("convert.converted")
         reference = _reference(source, converter)
         gates: Dict[str, Dict] = {}
         failed = []
@@ -152,7 +156,15 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
                 failed.append(f"{artifact.quantization}: {'; '.join(result.failures)}")
         if failed:
             raise QualityGateError("quality gate failed, nothing was added to the bundle: " + " | ".join(failed))
+        crash_point("convert.gated")
         return _commit(out, existing, artifacts, names, source, gates, label)
+    except OSError as exc:
+        if is_disk_full(exc):
+            free = free_bytes(staging)
+            room = f" ({free / 1e6:.1f} MB free)" if free is not None else ""
+            raise DiskFullError(f"disk full while converting {source_path} in {staging}{room}; "
+                                f"the bundle {out} was left as it was") from exc
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -187,29 +199,38 @@ def _commit(out: Path, existing: Optional[Bundle], artifacts: List[Artifact], na
     digest = _source_digest(source)
     moved: List[Path] = []
     variants: List[Variant] = []
+    targets = [names[a.quantization] if a.files else f"{names[a.quantization]}{a.path.suffix}" for a in artifacts]
     try:
-        for artifact in artifacts:
-            name = names[artifact.quantization]
-            if artifact.files:  # multi-file artifacts get a directory of their own
-                target_dir = root / name
-                shutil.rmtree(target_dir, ignore_errors=True)
-                os.replace(artifact.path.parent, target_dir)
-                moved.append(target_dir)
-                artifact = Artifact(artifact.format, artifact.quantization, target_dir / artifact.path.name,
-                                    [target_dir / p.relative_to(artifact.path.parent) for p in artifact.files],
-                                    artifact.metadata)
-            else:
-                target = root / f"{name}{artifact.path.suffix}"
-                os.replace(artifact.path, target)
-                moved.append(target)
-                artifact = Artifact(artifact.format, artifact.quantization, target, [], artifact.metadata)
-            variants.append(_variant_for(artifact, name, root, source, gates[artifact.quantization], digest))
-        manifest = existing.manifest if existing else Manifest(model_name=label, created_by=f"edgert {__version__}")
-        manifest.variants.extend(variants)
-        bundle = Bundle(root, manifest)
-        bundle.save_manifest()
+        with pending_files(root, targets):
+            crash_point("convert.journaled")
+            for artifact in artifacts:
+                name = names[artifact.quantization]
+                if artifact.files:  # multi-file artifacts get a directory of their own
+                    target_dir = root / name
+                    shutil.rmtree(target_dir, ignore_errors=True)
+                    os.replace(artifact.path.parent, target_dir)
+                    moved.append(target_dir)
+                    artifact = Artifact(artifact.format, artifact.quantization, target_dir / artifact.path.name,
+                                        [target_dir / p.relative_to(artifact.path.parent) for p in artifact.files],
+                                        artifact.metadata)
+                else:
+                    target = root / f"{name}{artifact.path.suffix}"
+                    os.replace(artifact.path, target)
+                    moved.append(target)
+                    artifact = Artifact(artifact.format, artifact.quantization, target, [], artifact.metadata)
+                crash_point("convert.moved")
+                variants.append(_variant_for(artifact, name, root, source, gates[artifact.quantization], digest))
+            manifest = existing.manifest if existing else Manifest(model_name=label, created_by=f"edgert {__version__}")
+            manifest.variants.extend(variants)
+            bundle = Bundle(root, manifest)
+            crash_point("convert.before_manifest")
+            bundle.save_manifest()
+            crash_point("convert.committed")
     except BaseException:
+        committed = referenced_names(root) or set()
         for path in moved:
+            if path.relative_to(root).as_posix() in committed:
+                continue
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         raise
     return ConvertResult(Bundle.open(root), variants, gates)

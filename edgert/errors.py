@@ -75,3 +75,11 @@ class SensorUnavailable(DeviceError):
 
 class ProfileError(EdgertError):
     """A device profile or datasheet prior is missing, malformed, or of an unknown version."""
+
+
+class DiskFullError(EdgertError):
+    """A write ran out of disk space (ENOSPC/EDQUOT); nothing was left at the final path."""
+
+
+class InsufficientMemoryError(EdgertError):
+    """A model, its KV cache and working buffers would not fit in the memory available."""
