@@ -185,6 +185,10 @@ def resolve_source(path: Path, work_dir: Path, trust_pickle: bool = False, progr
         )
     if not weights and not pickles:
         raise ConversionError(f"{path}: no weights found (expected *.safetensors)")
+    from edgert.formats.safetensors import read_safetensors_header
+
+    for name in weights:
+        read_safetensors_header(path / name)  # a malformed file gets edgert's own clear error first
     if not weights:
         return Source(path, "hf_dir", _pickles_to_safetensors(path, pickles, work_dir / "source-hf"), config, trust_pickle)
     return Source(path, "hf_dir", path, config, trust_pickle)

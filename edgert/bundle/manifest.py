@@ -25,6 +25,15 @@ FORMATS: Dict[str, str] = {"gguf": ".gguf", "onnx": ".onnx", "tensorrt": ".engin
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_SIZE_BYTES = 2**50  # 1 PiB: larger sizes are corruption, not models
+
+# optional variant fields and the JSON types they must have when present (None is allowed)
+OPTIONAL_FIELD_TYPES: Dict[str, tuple] = {
+    "quantization": (str,),
+    "architecture": (str,),
+    "chat_template": (str,),
+    "quality_gate": (dict,),
+}
 
 
 @dataclass
@@ -86,30 +95,70 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
 
+def _show(value: Any, limit: int = 80) -> str:
+    """A value for an error message: repr (so one line), cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_relative_path(file: str, where: str) -> str:
     """Refuse paths that are absolute, contain '..', or are not plain relative POSIX paths."""
     if not isinstance(file, str) or not file:
-        raise BundleError(f"{where}: expected a relative file path, found {file!r}")
+        raise BundleError(f"{where}: expected a relative file path, found {_show(file)}")
     if "\\" in file or "\x00" in file:
-        raise UnsafePathError(f"{where}: file path {file!r} contains a backslash or NUL byte")
+        raise UnsafePathError(
+            f"{where}: expected a POSIX path, found {_show(file)} with a backslash or NUL byte"
+        )
     path = PurePosixPath(file)
     if path.is_absolute() or ".." in path.parts or file.startswith("~"):
         raise UnsafePathError(
-            f"{where}: file path {file!r} leaves the bundle directory "
-            "(expected a relative path inside the bundle)"
+            f"{where}: file path {_show(file)} leaves the bundle directory "
+            f"(expected a relative path inside the bundle, found {_show(file)})"
         )
     return file
 
 
 def _require(data: Dict[str, Any], key: str, kind: type, where: str) -> Any:
     if key not in data:
-        raise BundleError(f"{where}: missing required field {key!r}")
+        raise BundleError(f"{where}: missing required field {key!r} (expected a {kind.__name__}, found none)")
     value = data[key]
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         raise BundleError(
-            f"{where}: field {key!r} should be {kind.__name__}, found {type(value).__name__}"
+            f"{where}: expected field {key!r} to be {kind.__name__}, found {type(value).__name__}"
         )
     return value
+
+
+def _check_size(size: int, where: str) -> int:
+    if not 0 <= size <= MAX_SIZE_BYTES:
+        raise BundleError(f"{where}: expected size_bytes within 0..{MAX_SIZE_BYTES}, found {size}")
+    return size
+
+
+def _load_json(text: str, source: str) -> Any:
+    """Strict JSON: no duplicate keys (parsers disagree on which one wins), no NaN/Infinity."""
+
+    def unique(pairs: List[tuple]) -> Dict[str, Any]:
+        result: Dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise BundleError(f"{source}: expected unique keys in each object, found {_show(key)} twice")
+            result[key] = value
+        return result
+
+    def constant(name: str) -> Any:
+        raise BundleError(f"{source}: expected standard JSON numbers, found {name}")
+
+    try:
+        return json.loads(text, object_pairs_hook=unique, parse_constant=constant)
+    except json.JSONDecodeError as exc:
+        raise BundleError(
+            f"{source}: not valid JSON (expected a JSON document, found {exc.msg} at line {exc.lineno})"
+        ) from None
+    except RecursionError:
+        raise BundleError(f"{source}: not a manifest: expected a JSON object, found nesting too deep to parse") from None
+    except ValueError as exc:  # e.g. integers longer than Python's digit limit
+        raise BundleError(f"{source}: not a valid manifest: expected JSON, found {_show(str(exc), 200)}") from None
 
 
 def _parse_variant(data: Any, index: int) -> Variant:
@@ -117,63 +166,68 @@ def _parse_variant(data: Any, index: int) -> Variant:
     if not isinstance(data, dict):
         raise BundleError(f"{where}: expected an object, found {type(data).__name__}")
     name = _require(data, "name", str, where)
-    where = f"variant {name!r}"
     if not VARIANT_NAME.match(name):
         raise BundleError(
-            f"{where}: name must be lowercase letters, digits, '.', '_' or '-' (max 64)"
+            f"{where}: expected a name of lowercase letters, digits, '.', '_' or '-' (max 64), found {_show(name)}"
         )
+    where = f"variant {name!r}"
     fmt = _require(data, "format", str, where)
     if fmt not in FORMATS:
-        raise BundleError(f"{where}: format {fmt!r} is not one of {sorted(FORMATS)}")
+        raise BundleError(f"{where}: expected a format among {sorted(FORMATS)}, found {_show(fmt)}")
     file = check_relative_path(_require(data, "file", str, where), where)
     sha = _require(data, "sha256", str, where)
     if not SHA256.match(sha):
-        raise BundleError(f"{where}: sha256 must be 64 lowercase hex digits, found {sha!r}")
-    size = _require(data, "size_bytes", int, where)
-    if size < 0 or size > 2**50:
-        raise BundleError(f"{where}: size_bytes {size} is out of range")
+        raise BundleError(f"{where}: expected sha256 as 64 lowercase hex digits, found {_show(sha)}")
+    size = _check_size(_require(data, "size_bytes", int, where), where)
     known = {f for f in Variant.__dataclass_fields__ if f != "extra"}
     fields = {k: v for k, v in data.items() if k in known}
     for key, kind in (("parameter_count", int), ("context_length", int)):
         value = fields.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or value < 0):
-            raise BundleError(f"{where}: {key} should be a non-negative integer, found {value!r}")
+            raise BundleError(f"{where}: expected {key} to be a non-negative integer, found {_show(value)}")
+    for key, kinds in OPTIONAL_FIELD_TYPES.items():
+        value = fields.get(key)
+        if value is not None and not isinstance(value, kinds):
+            raise BundleError(
+                f"{where}: expected {key} to be {kinds[0].__name__} or null, found {type(value).__name__}"
+            )
     for key in ("tokenizer", "provenance"):
         if not isinstance(fields.get(key, {}), dict):
-            raise BundleError(f"{where}: {key} should be an object")
+            raise BundleError(f"{where}: expected {key} to be an object, found {type(fields[key]).__name__}")
+    if fmt == "tensorrt" and not isinstance(data.get("engine", {}), dict):
+        raise BundleError(f"{where}: expected engine (the compatibility key) to be an object, "
+                          f"found {type(data['engine']).__name__}")
     extra_files = fields.get("files", [])
     if not isinstance(extra_files, list):
-        raise BundleError(f"{where}: files should be a list")
+        raise BundleError(f"{where}: expected files to be a list, found {type(extra_files).__name__}")
     for i, entry in enumerate(extra_files):
         at = f"{where} files[{i}]"
         if not isinstance(entry, dict):
             raise BundleError(f"{at}: expected an object, found {type(entry).__name__}")
         check_relative_path(_require(entry, "file", str, at), at)
-        if not SHA256.match(_require(entry, "sha256", str, at)):
-            raise BundleError(f"{at}: sha256 must be 64 lowercase hex digits")
-        if _require(entry, "size_bytes", int, at) < 0:
-            raise BundleError(f"{at}: size_bytes must be >= 0")
+        entry_sha = _require(entry, "sha256", str, at)
+        if not SHA256.match(entry_sha):
+            raise BundleError(f"{at}: expected sha256 as 64 lowercase hex digits, found {_show(entry_sha)}")
+        _check_size(_require(entry, "size_bytes", int, at), at)
     fields.update(name=name, format=fmt, file=file, sha256=sha, size_bytes=size)
-    fields.setdefault("quantization", "unknown")
+    if fields.get("quantization") is None:
+        fields["quantization"] = "unknown"
     extra = {k: v for k, v in data.items() if k not in known}
     return Variant(**fields, extra=extra)
 
 
 def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
     """Parse manifest JSON text into a Manifest, raising BundleError on anything invalid."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = _load_json(text, source)
     if not isinstance(data, dict):
         raise BundleError(f"{source}: expected a JSON object, found {type(data).__name__}")
     version = data.get("schema_version")
     if isinstance(version, bool) or not isinstance(version, int):
-        raise SchemaVersionError(f"{source}: schema_version missing or not an integer: {version!r}")
+        raise SchemaVersionError(f"{source}: schema_version missing or not an integer (expected an integer, found {_show(version)})")
     if version not in READABLE_SCHEMA_VERSIONS:
         raise SchemaVersionError(
             f"{source}: schema_version {version} is not supported "
-            f"(this edgert reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}); "
+            f"(expected {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}, found {version}); "
             "upgrade edgert to read this bundle"
         )
     model_name = _require(data, "model_name", str, source)
@@ -182,20 +236,24 @@ def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
     seen: Dict[str, str] = {}
     for variant in variants:
         if variant.name in seen:
-            raise BundleError(f"{source}: variant name {variant.name!r} appears twice")
+            raise BundleError(f"{source}: expected unique variant names, found {variant.name!r} twice")
         seen[variant.name] = variant.file
     files = [f["file"] for v in variants for f in v.all_files()]
     if len(set(files)) != len(files):
-        raise BundleError(f"{source}: two variants point at the same file")
+        twice = next(f for f in files if files.count(f) > 1)
+        raise BundleError(f"{source}: expected one variant per file, found two pointing at {_show(twice)}")
     accuracy = data.get("accuracy_table", [])
-    if not isinstance(accuracy, list):
-        raise BundleError(f"{source}: accuracy_table should be a list")
+    if not isinstance(accuracy, list) or not all(isinstance(row, dict) for row in accuracy):
+        raise BundleError(f"{source}: expected accuracy_table to be a list of objects, found {_show(accuracy, 60)}")
+    created_by = data.get("created_by", "")
+    if not isinstance(created_by, str):
+        raise BundleError(f"{source}: expected created_by to be a string, found {type(created_by).__name__}")
     known = {"schema_version", "model_name", "variants", "created_by", "accuracy_table"}
     return Manifest(
         model_name=model_name,
         variants=variants,
         schema_version=version,
-        created_by=str(data.get("created_by", "")),
+        created_by=created_by,
         accuracy_table=accuracy,
         extra={k: v for k, v in data.items() if k not in known},
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +67,9 @@ TENSOR_TYPES: Dict[int, tuple] = {
     39: ("MXFP4", 32, 17),
 }
 
-MAX_DIMS = 8  # GGML_MAX_DIMS is 4; leave room for future versions, refuse absurd values
+MAX_DIMS = 4  # GGML_MAX_DIMS in ggml.h; llama.cpp refuses more
 MAX_KEY_BYTES = 65535
+KEPT_ARRAY_ITEMS = 64  # numeric arrays up to this length are kept; longer ones are skipped
 
 
 @dataclass
@@ -118,15 +120,14 @@ class GGUFHeader:
 
     @property
     def context_length(self) -> Optional[int]:
-        value = self.arch_key("context_length")
-        return int(value) if value is not None else None
+        return _int_or_none(self.arch_key("context_length"))
 
     @property
     def quantization(self) -> str:
-        file_type = self.get("general.file_type")
+        file_type = _int_or_none(self.get("general.file_type"))
         if file_type is None:
             return self._dominant_tensor_type()
-        return FILE_TYPES.get(int(file_type), f"ftype_{file_type}")
+        return FILE_TYPES.get(file_type, f"ftype_{file_type}")
 
     def _dominant_tensor_type(self) -> str:
         counts: Dict[str, int] = {}
@@ -145,14 +146,27 @@ class GGUFHeader:
             info["pre"] = self.get("tokenizer.ggml.pre")
         info["vocab_size"] = self.array_lengths.get("tokenizer.ggml.tokens")
         for key in ("bos_token_id", "eos_token_id", "padding_token_id", "unknown_token_id"):
-            value = self.get(f"tokenizer.ggml.{key}")
+            value = _int_or_none(self.get(f"tokenizer.ggml.{key}"))
             if value is not None:
-                info[key] = int(value)
+                info[key] = value
         for key in ("add_bos_token", "add_eos_token"):
             value = self.get(f"tokenizer.ggml.{key}")
-            if value is not None:
+            if isinstance(value, (bool, int)):
                 info[key] = bool(value)
         return info
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A name for an error message: repr (one line), cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    """Metadata written with an unexpected type (string, float, array) reads as absent."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
 
 
 class _Reader:
@@ -174,7 +188,8 @@ class _Reader:
     def _need(self, n: int, what: str) -> None:
         if n < 0 or n > self.remaining:
             raise self.fail(
-                f"{what} needs {n} bytes at offset {self.pos}, file has {self.remaining} left"
+                f"{what} needs {n} bytes at offset {self.pos}: expected them in the file, "
+                f"found {self.remaining} left (file truncated?)"
             )
 
     def read(self, n: int, what: str) -> bytes:
@@ -193,18 +208,21 @@ class _Reader:
     def count(self, what: str, min_item_bytes: int) -> int:
         n = self.unpack("<Q", what)
         if n * min_item_bytes > self.remaining:
-            raise self.fail(f"{what} is {n}, more than the {self.remaining} bytes left can hold")
+            raise self.fail(
+                f"{what} is {n}, more than the {self.remaining} bytes left can hold "
+                f"(expected at most {self.remaining // min_item_bytes}, found {n})"
+            )
         return n
 
     def string(self, what: str, limit: Optional[int] = None) -> str:
         n = self.unpack("<Q", f"{what} length")
         if limit is not None and n > limit:
-            raise self.fail(f"{what} is {n} bytes long, limit is {limit}")
+            raise self.fail(f"expected {what} of at most {limit} bytes, found {n} bytes")
         raw = self.read(n, what)
         try:
             return bytes(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise self.fail(f"{what} is not UTF-8 ({exc.reason})") from None
+            raise self.fail(f"{what} is not UTF-8: expected UTF-8 text, found {exc.reason} at byte {exc.start}") from None
 
     def skip(self, n: int, what: str) -> None:
         self._need(n, what)
@@ -213,33 +231,38 @@ class _Reader:
 
 def _read_value(r: _Reader, type_id: int, key: str, keep_strings: bool = True) -> Any:
     if type_id not in VALUE_TYPES:
-        raise r.fail(f"key {key!r} has unknown value type {type_id}")
+        raise r.fail(f"key {_show(key)}: expected a value type among {min(VALUE_TYPES)}..{max(VALUE_TYPES)}, found {type_id}")
     if type_id == STRING_TYPE:
         if keep_strings:
-            return r.string(f"value of {key!r}")
-        r.skip(r.unpack("<Q", f"length in {key!r}"), f"string in {key!r}")
+            return r.string(f"value of {_show(key)}")
+        r.skip(r.unpack("<Q", f"length in {_show(key)}"), f"string in {_show(key)}")
         return None
     if type_id == ARRAY_TYPE:
-        raise r.fail(f"key {key!r} has a nested array, which edgert does not read")
-    return r.unpack(VALUE_TYPES[type_id][1], f"value of {key!r}")
+        raise r.fail(f"key {_show(key)}: expected a scalar or string, found a nested array (not read by edgert)")
+    return r.unpack(VALUE_TYPES[type_id][1], f"value of {_show(key)}")
 
 
 def _read_array(r: _Reader, key: str, header: GGUFHeader) -> Any:
-    elem_type = r.unpack("<I", f"array type of {key!r}")
+    elem_type = r.unpack("<I", f"array type of {_show(key)}")
     if elem_type not in VALUE_TYPES or elem_type == ARRAY_TYPE:
-        raise r.fail(f"array {key!r} has unsupported element type {elem_type}")
+        raise r.fail(
+            f"array {_show(key)}: expected a scalar or string element type, found type {elem_type} "
+            "(nested arrays are not read by edgert)" if elem_type == ARRAY_TYPE else
+            f"array {_show(key)}: expected a scalar or string element type, found unknown type {elem_type}"
+        )
     fmt = VALUE_TYPES[elem_type][1]
     item_bytes = 8 if elem_type == STRING_TYPE else struct.calcsize(fmt)
-    n = r.count(f"length of array {key!r}", item_bytes)
+    n = r.count(f"length of array {_show(key)}", item_bytes)
     header.array_lengths[key] = n
     if elem_type == STRING_TYPE:
         # vocabularies and merges: walk them (bounds-checked) without keeping them
         for _ in range(n):
             _read_value(r, STRING_TYPE, key, keep_strings=False)
         return None
-    data = r.read(n * item_bytes, f"array {key!r}")
-    if n > 64:
-        return None  # large numeric arrays (scores, token types) are not needed
+    if n > KEPT_ARRAY_ITEMS:
+        r.skip(n * item_bytes, f"array {_show(key)}")  # scores, token types: not needed, not copied
+        return None
+    data = r.read(n * item_bytes, f"array {_show(key)}")
     return list(struct.unpack(f"<{n}{fmt[1:]}", data))
 
 
@@ -247,15 +270,18 @@ def read_header(path: Path) -> GGUFHeader:
     """Parse and bounds-check a GGUF file's header; raise ModelFileError if it is malformed."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise ModelFileError(f"{path}: expected a regular GGUF file, found a directory or special file")
+        size = info.st_size
         handle = open(path, "rb")
     except FileNotFoundError:
-        raise ModelFileError(f"model file not found: {path}") from None
+        raise ModelFileError(f"model file not found: expected a GGUF file at {path}, found none") from None
     except OSError as exc:
-        raise ModelFileError(f"cannot read model file {path}: {exc.strerror}") from None
+        raise ModelFileError(f"cannot read model file {path}: expected a readable file, found {exc.strerror}") from None
     with handle:
         if size == 0:
-            raise ModelFileError(f"{path}: not a GGUF file: the file is empty")
+            raise ModelFileError(f"{path}: not a GGUF file: expected a GGUF header, found an empty file")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
             return _parse(_Reader(buffer, size, path))
 
@@ -270,50 +296,71 @@ def _parse(r: _Reader) -> GGUFHeader:
         )
     version = r.unpack("<I", "version")
     if version not in SUPPORTED_VERSIONS:
-        raise r.fail(f"version {version} is not supported (expected one of {SUPPORTED_VERSIONS})")
+        raise r.fail(f"version {version} is not supported (expected one of {SUPPORTED_VERSIONS}, found {version})")
     n_tensors = r.count("tensor count", 8 + 4 + 8 + 4)
     n_kv = r.count("metadata key count", 8 + 4)
     header = GGUFHeader(path, version, {}, [], 0, size)
     for _ in range(n_kv):
         key = r.string("metadata key", limit=MAX_KEY_BYTES)
-        type_id = r.unpack("<I", f"type of {key!r}")
+        if key in header.metadata:
+            raise r.fail(f"expected unique metadata keys, found {_show(key)} twice")
+        type_id = r.unpack("<I", f"type of {_show(key)}")
         if type_id == ARRAY_TYPE:
             value = _read_array(r, key, header)
         else:
             value = _read_value(r, type_id, key)
         header.metadata[key] = value
+    names = set()
     for index in range(n_tensors):
         name = r.string(f"name of tensor {index}", limit=MAX_KEY_BYTES)
-        n_dims = r.unpack("<I", f"dims of {name!r}")
+        if name in names:
+            raise r.fail(f"expected unique tensor names, found {_show(name)} twice")
+        names.add(name)
+        n_dims = r.unpack("<I", f"dims of {_show(name)}")
         if not 1 <= n_dims <= MAX_DIMS:
-            raise r.fail(f"tensor {name!r} has {n_dims} dimensions (expected 1..{MAX_DIMS})")
-        shape = [r.unpack("<Q", f"shape of {name!r}") for _ in range(n_dims)]
-        type_id = r.unpack("<I", f"type of {name!r}")
+            raise r.fail(f"tensor {_show(name)}: expected 1..{MAX_DIMS} dimensions, found {n_dims}")
+        shape = [r.unpack("<Q", f"shape of {_show(name)}") for _ in range(n_dims)]
+        type_id = r.unpack("<I", f"type of {_show(name)}")
         if type_id not in TENSOR_TYPES:
-            raise r.fail(f"tensor {name!r} has unknown type {type_id}")
-        offset = r.unpack("<Q", f"offset of {name!r}")
+            raise r.fail(f"tensor {_show(name)}: expected a ggml type from ggml.h, found unknown type {type_id}")
+        offset = r.unpack("<Q", f"offset of {_show(name)}")
         header.tensors.append(TensorInfo(name, shape, type_id, offset))
-    alignment = int(header.get("general.alignment", DEFAULT_ALIGNMENT) or DEFAULT_ALIGNMENT)
-    if alignment <= 0 or alignment & (alignment - 1):
-        raise r.fail(f"general.alignment must be a power of two, found {alignment}")
+    alignment = header.get("general.alignment", DEFAULT_ALIGNMENT)
+    if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0 \
+            or alignment & (alignment - 1):
+        raise r.fail(f"expected general.alignment to be a power-of-two integer, found {_show(alignment)}")
     position = r.pos
     header.data_offset = position + (-position % alignment)
-    _check_tensor_extents(r, header)
+    _check_tensor_extents(r, header, alignment)
     return header
 
 
-def _check_tensor_extents(r: _Reader, header: GGUFHeader) -> None:
+def _check_tensor_extents(r: _Reader, header: GGUFHeader, alignment: int) -> None:
+    """Every tensor lies inside the data section, aligned, and no two overlap."""
     data_bytes = header.file_size - header.data_offset
     for tensor in header.tensors:
         _, block, _ = TENSOR_TYPES[tensor.type_id]
         if any(d == 0 for d in tensor.shape) or tensor.shape[0] % block:
             raise r.fail(
-                f"tensor {tensor.name!r} shape {tensor.shape} does not fit "
-                f"{tensor.type_name} blocks of {block}"
+                f"tensor {_show(tensor.name)}: expected non-zero dimensions, the first a multiple of "
+                f"{block} ({tensor.type_name} blocks), found shape {tensor.shape}"
+            )
+        if tensor.offset % alignment:
+            raise r.fail(
+                f"tensor {_show(tensor.name)}: expected an offset that is a multiple of the alignment "
+                f"{alignment}, found {tensor.offset}"
             )
         end = tensor.offset + tensor.n_bytes
         if end > data_bytes:
             raise r.fail(
-                f"tensor {tensor.name!r} ends at byte {end} of the data section, "
-                f"which holds only {data_bytes} bytes (file truncated?)"
+                f"tensor {_show(tensor.name)}: expected it to end within the data section of "
+                f"{max(data_bytes, 0)} bytes, found it ends at byte {end} (file truncated?)"
             )
+    previous = None
+    for tensor in sorted(header.tensors, key=lambda t: t.offset):
+        if previous is not None and tensor.offset < previous.offset + previous.n_bytes:
+            raise r.fail(
+                f"expected non-overlapping tensors, found {_show(tensor.name)} at offset {tensor.offset}, "
+                f"inside {_show(previous.name)} (bytes {previous.offset}..{previous.offset + previous.n_bytes})"
+            )
+        previous = tensor
