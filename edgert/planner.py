@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import UsageError
 from .strategies import Config, strategy
@@ -33,6 +33,17 @@ from .strategies import Config, strategy
 SIGMA_FLOOR = 0.05  # this machine's repeat-to-repeat spread of the same measurement is about 5%
 DEFAULT_TARGET = 0.95
 IDLE_POWER_FRACTION = 0.1  # same load curve as devices.base.EstimatedSensor
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.959964) -> Tuple[float, float]:
+    """95% Wilson score interval of a proportion (sensible at small counts and at 0 or 1)."""
+    if total == 0:
+        return 0.0, 1.0
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -125,8 +136,6 @@ class AccuracyEntry:
 
 def accuracy_entries(rows: Iterable[Mapping[str, object]], task_set: Optional[str] = None) -> List[AccuracyEntry]:
     """Accuracy per configuration for one task set, or pooled over all task sets."""
-    from .calibrate import wilson_interval
-
     pooled: Dict[str, List] = {}
     for row in rows:
         if task_set is not None and row.get("task_set") != task_set:

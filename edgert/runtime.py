@@ -227,6 +227,11 @@ class Runtime:
                 excluded[variant.name] = str(exc)
         return excluded
 
+    def forget_cache(self) -> None:
+        """Make the next request evaluate its prompt from scratch (benchmarks of cold requests)."""
+        for runner in self._runners.values():
+            runner.forget_cache()
+
     @property
     def runner(self) -> Optional[Runner]:
         """The runner of the variant used last."""

@@ -41,21 +41,25 @@ def adaptive_bundle(smollm2_bundle, tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def profile(adaptive_bundle):
-    """A profile whose fitted models predict ~10 ms decode steps and ~4 ms/token prefill."""
-    bundle = Bundle.open(adaptive_bundle)
+def synthetic_profile_for(bundle_dir):
+    """A profile whose fitted models predict ~10 ms decode steps and ~4 ms/token prefill
+    for the bundle's first variant (parameters chosen to resemble this machine)."""
+    bundle = Bundle.open(bundle_dir)
     v = bundle.variant()
     costs = costs_from_file(bundle.artifact(v))
-    peak, bw = 100e9, 20e9
     prefill = PrefillFit(eta_compute=0.07, eta_memory=1.0, eta_attention=0.5, overhead_ms=5.0)
     decode = DecodeFit(eta_compute=0.5, eta_memory=0.5, eta_attention=0.5, overhead_ms=1.0,
                        kappa={b: 1.0 for b in range(1, 9)})
     vp = VariantProfile(v.name, v.sha256, v.quantization, costs, 2, prefill, decode,
                         fit_error={"prefill_held_out": {"mape_pct": 5.0}, "decode_held_out": {"mape_pct": 5.0}},
                         energy={"avg_power_w": 20.0, "provenance": "estimated"})
-    return DeviceProfile(device={"kind": "cpu", "name": "test", "details": {"cores": 2}}, peak_flops=peak,
-                         bandwidth_bytes_per_s=bw, variants={v.name: vp})
+    return DeviceProfile(device={"kind": "cpu", "name": "test", "details": {"cores": 2}}, peak_flops=100e9,
+                         bandwidth_bytes_per_s=20e9, variants={v.name: vp})
+
+
+@pytest.fixture(scope="module")
+def profile(adaptive_bundle):
+    return synthetic_profile_for(adaptive_bundle)
 
 
 class SlowRunner(LlamaCppRunner):
