@@ -161,7 +161,7 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
     except OSError as exc:
         if is_disk_full(exc):
             free = free_bytes(staging)
-            room = f" ({free / 1e6:.1f} MB free)" if free is not None else ""
+            room = f" ({free / 1e6:.0f} MB free)" if free is not None else ""
             raise DiskFullError(f"disk full while converting {source_path} in {staging}{room}; "
                                 f"the bundle {out} was left as it was") from exc
         raise

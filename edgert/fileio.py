@@ -67,6 +67,11 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def _mb(n_bytes: int) -> str:
+    """A size for a message: kB below 0.1 MB, GB from 10 GB, MB in between."""
+    if n_bytes < 100_000:
+        return f"{n_bytes / 1e3:.1f} kB"
+    if n_bytes >= 10 * 10**9:
+        return f"{n_bytes / 1e9:.1f} GB"
     return f"{n_bytes / 1e6:.1f} MB"
 
 

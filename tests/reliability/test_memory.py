@@ -36,7 +36,7 @@ log.addHandler(Grab())
 _llama_cpp().llama_backend_init()
 proc = psutil.Process()
 rss = [proc.memory_info().rss]
-with LlamaCppRunner(path, n_ctx=n_ctx, n_threads=2) as runner:
+with LlamaCppRunner(path, n_ctx=n_ctx, n_threads=1) as runner:  # 2 threads stall on a busy machine
     rss.append(proc.memory_info().rss)
     words = ("the river ran past the mill and the old stone bridge where children played " * 400).split()
     ids = runner.tokenize(" ".join(words))[:n_prompt]
@@ -51,7 +51,7 @@ print(json.dumps(dict(baseline_mb=rss[0] / 1e6, load_mb=(rss[1] - rss[0]) / 1e6,
 def measure_llama_rss(model_path: Path, n_ctx: int = 2048, n_prompt: int = 600) -> dict:
     """RSS growth (MB) of loading ``model_path`` with edgert's llama.cpp runner, in a fresh process."""
     result = subprocess.run([sys.executable, "-c", RSS_PROBE, str(model_path), str(n_ctx), str(n_prompt)],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
