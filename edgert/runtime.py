@@ -56,6 +56,8 @@ class RuntimeResult:
     energy_j: Optional[float] = None
     energy_provenance: str = "unknown"
     threads: Optional[int] = None
+    power_setting: Optional[str] = None  # the device knob's position (Jetson mode, GPU limit)
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def deadline_cut(self) -> bool:
@@ -86,6 +88,8 @@ class RuntimeResult:
             "latency_ms": round(self.latency_ms, 3),
             "load_ms": round(self.load_ms, 3),
             "threads": self.threads,
+            "power_setting": self.power_setting,
+            "warnings": self.warnings,
             "tokens_in": g.tokens_in,
             "tokens_out": self.tokens_out,
             "samples": len(self.samples) or 1,
@@ -131,7 +135,9 @@ class Runtime:
     profile: a DeviceProfile (or its path) for ``strategy="auto"``; trace_path: JSONL file
     that receives one decision record per request; sensor: a devices Sensor to measure
     energy with (otherwise energy is estimated from the profile and labelled so);
-    runner_factory: builds runners (tests use it to slow a real runner down).
+    power_knob: a device-wide power setting moved to honour each request's power_w
+    (edgert.power: Jetson power modes, NVIDIA power limit); on CPUs the planner's thread
+    count is the knob; runner_factory: builds runners (tests use it to slow one down).
     """
 
     def __init__(
@@ -146,6 +152,7 @@ class Runtime:
         sensor: Any = None,
         target: float = 0.95,
         runner_factory: Optional[RunnerFactory] = None,
+        power_knob: Any = None,
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(Path(bundle))
         self.default_variant = self.bundle.variant(variant).name
@@ -160,6 +167,7 @@ class Runtime:
         self.sensor = sensor
         self.target = target
         self._factory = runner_factory or _default_factory
+        self.power_knob = power_knob
         self._runners: Dict[str, Runner] = {}
         self._load_ms: Dict[str, float] = {}
         self._last: Optional[str] = None
@@ -339,6 +347,7 @@ class Runtime:
             multi = strategy_name in ("sc", "esc", "bon")
             config = Config(self.variant(variant).name, strategy_name, max_tokens, n=(n or 5) if multi else 1,
                             think_tokens=(think_tokens or 2 * max_tokens) if strategy_name == "bf" else 0)
+        setting, warnings = self._apply_power(power_w)
         load_ms = self._load_within(config.variant, deadline)
         runner = self._runners[config.variant]
         threads = config.threads or self.n_threads
@@ -357,8 +366,10 @@ class Runtime:
             text=outcome.text, variant=config.variant, finish_reason=outcome.finish_reason, latency_ms=latency_ms,
             load_ms=load_ms, generation=main, deadline_s=deadline.seconds, answer=outcome.answer,
             config=config.to_dict(), plan=plan_dict, samples=outcome.samples, votes=outcome.votes,
-            forced=outcome.forced, threads=threads,
+            forced=outcome.forced, threads=threads, power_setting=setting, warnings=warnings,
         )
+        if plan_dict is not None and not plan_dict["feasible"]:
+            out.warnings.append(plan_dict["reason"])
         if measured is not None:
             out.energy_j, out.energy_provenance = measured.energy_j, measured.provenance
         else:
@@ -486,6 +497,18 @@ class Runtime:
         key = f"{variant}@{runner.n_threads}"
         old = self._correction(variant, runner.n_threads)
         self.corrections[key] = math.exp((1 - CORRECTION_ALPHA) * math.log(old) + CORRECTION_ALPHA * math.log(ratio))
+
+    def _apply_power(self, power_w: Optional[float]):
+        """Move the device's power knob for this request's limit; a knob that cannot act is
+        reported in the result's warnings, never a failed request."""
+        if self.power_knob is None:
+            return None, []
+        from .errors import DeviceError
+
+        try:
+            return self.power_knob.apply_limit(power_w).label, []
+        except DeviceError as exc:
+            return None, [str(exc)]
 
     # ------------------------------------------------------------------- energy
     def _meter(self):
