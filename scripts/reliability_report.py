@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/reliability_report.py [--out docs/reliability.md] [--skip-gemma]
 
-About 3 minutes on a 2-core machine. It reuses the test helpers in tests/reliability/:
+About a minute on a 2-core machine (up to 3 when it is busy). It reuses the test helpers in tests/reliability/:
 the malformed-input corpus (corpus.py), the SIGKILL driver and bundle checks (test_crash.py),
 the never-ending requests (test_runaway.py) and the llama.cpp RSS probe (test_memory.py).
 Every figure in the document is measured in this run unless it says otherwise.
@@ -221,7 +221,7 @@ def render(info: Dict) -> str:
     lines = ["# Reliability evidence", "",
              f"Measured by `scripts/reliability_report.py` on {info['date']} at commit `{info['commit']}`, on "
              f"{info['machine']}. The machine is shared: timings are noisy, memory figures less so.", "",
-             "Rerun (about 3 minutes; `--skip-gemma` drops the Gemma 3 load):", "",
+             "Rerun (about a minute, up to 3 on a busy machine; `--skip-gemma` drops the Gemma 3 load):", "",
              "    .venv/bin/python scripts/reliability_report.py", "",
              "The same checks run as tests: `pytest tests/reliability/` (test_malformed, test_crash, test_memory, "
              "test_runaway).", ""]
