@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .errors import InsufficientMemoryError, ModelFileError
+from .errors import InsufficientMemoryError, ModelFileError, UsageError
 from .formats.gguf import GGUFHeader, read_header
 
 MB = 1_000_000
@@ -152,7 +152,7 @@ def estimate_memory(path_or_header: Union[str, os.PathLike, GGUFHeader], *, n_ct
     cache from a config.json beside an ONNX export (pass kv_type_bytes=4 for fp32 caches).
     """
     if not isinstance(n_ctx, int) or n_ctx < 1:
-        raise ValueError(f"n_ctx must be a positive integer, found {n_ctx!r}")
+        raise UsageError(f"n_ctx must be a positive integer, found {n_ctx!r}")
     if isinstance(path_or_header, GGUFHeader):
         return _gguf_estimate(path_or_header, n_ctx, n_seq, kv_type_bytes, n_ubatch, swa_full)
     path = Path(path_or_header)
