@@ -221,7 +221,7 @@ class Runtime:
         except ImportError:
             return
         if variant.format == "gguf":
-            check_fits(estimate_memory(self.bundle.path_of(variant), n_ctx=n_ctx, n_seq=8))
+            check_fits(estimate_memory(self.bundle.path_of(variant), n_ctx=n_ctx))  # unified KV cache: n_ctx cells shared by all sequences
 
     def _memory_exclusions(self) -> Dict[str, str]:
         """Variants the planner must leave out because loading them would not fit."""
