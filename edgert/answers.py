@@ -33,11 +33,10 @@ _NUMBER = re.compile(rf"(?P<sign>[-{_MINUS}])?(?:\$\s?)?(?P<digits>{_DIGITS})")
 _NUMBER_WORD = re.compile(_WORDS, re.IGNORECASE)
 _ANY_NUMBER = re.compile(rf"[-{_MINUS}]?(?:\$\s?)?{_DIGITS}|{_WORDS}", re.IGNORECASE)
 
-#: answer markers, strongest first; each group's last occurrence wins
+#: answer markers, strongest tier first; within a tier the last occurrence wins
 _NUMBER_MARKERS = (
     re.compile(r"\\boxed\{([^{}]*)\}"),
-    re.compile(r"####\s*([^\n]*)"),
-    re.compile(r"\banswer\s*(?:is|:|=|would be|will be)\s*:?\s*([^\n]*)", re.IGNORECASE),
+    re.compile(r"(?:####|\banswer\s*(?:is|:|=|would be|will be))\s*:?\s*([^\n]*)", re.IGNORECASE),
     re.compile(r"=\s*([^\n=]*)"),
 )
 _TEXT_MARKER = re.compile(r"\b(?:the\s+)?answer\s*(?:is|:)\s*:?\s*(.*)", re.IGNORECASE)

@@ -173,3 +173,9 @@ def test_is_correct():
     assert is_correct("the Paris.", "paris", "text")
     assert not is_correct(None, "4", "number")
     assert is_correct(extract_answer("So 3 + 4 = 7 apples.", "number"), "7", "number")
+
+
+def test_the_last_of_several_final_answer_markers_wins():
+    assert extract_answer("#### 1\n\nThe answer is 3.", "number") == "3"
+    assert extract_answer("The answer is 3.\n#### 4", "number") == "4"
+    assert extract_answer("The answer is 3. \\boxed{5} The answer is 6.", "number") == "5"

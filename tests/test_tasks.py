@@ -146,14 +146,15 @@ CHOICE_SHOT = Task("c0", "What kind of animal is a dog?", "A", "choice", ("mamma
 def test_chat_prompt_is_question_options_and_instruction():
     assert format_prompt(NUMBER_TASK, chat=True) == NUMBER_TASK.prompt + "\nAnswer with the number only."
     assert format_prompt(CHOICE_TASK, chat=True) == (
-        "What is the capital of France?\nA) London\nB) Paris\nC) Rome\nD) Berlin\nAnswer with the letter only."
+        "What is the capital of France?\n\nOptions:\nA) London\nB) Paris\nC) Rome\nD) Berlin\n\n"
+        "Reply with the letter of the correct option."
     )
 
 
 def test_chat_prompt_with_shots_shows_worked_examples_first():
     prompt = format_prompt(CHOICE_TASK, chat=True, shots=[CHOICE_SHOT])
     assert prompt.index("What kind of animal is a dog?") < prompt.index("Answer: A") < prompt.index("capital of France")
-    assert prompt.endswith("Answer with the letter only.")
+    assert prompt.endswith("Reply with the letter of the correct option.")
 
 
 def test_few_shot_prompt_for_a_base_model():
