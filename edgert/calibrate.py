@@ -135,15 +135,17 @@ def run_task(runner: Runner, variant: str, task, task_set, grid: Grid, seed: int
     a_max, n_max = max(grid.answer_tokens), max(grid.ns)
     out: Dict[str, Dict[str, object]] = {}
 
-    def record(config: Config, answer: Optional[str], samples: int, tokens: int) -> None:
+    def record(config: Config, answer: Optional[str], samples: int, tokens: int, steps: int) -> None:
+        """steps: decode steps the configuration takes on this task (batched samples share a
+        step, so a batch takes as many steps as its longest sample)."""
         out[config.key] = {"answer": answer, "correct": bool(is_correct(answer, task.answer, task.type)),
-                           "samples": samples, "tokens": tokens}
+                           "samples": samples, "tokens": tokens, "steps": steps}
 
     strategies = set(grid.strategies)
     if "greedy" in strategies:
         greedy = _Prefix(runner, runner.generate_ids(ids, SamplingParams(max_tokens=a_max, stop=spec.stop)), spec.stop)
         for a in grid.answer_tokens:
-            record(Config(variant, "greedy", a), spec.extract(greedy.text(a)), 1, greedy.tokens(a))
+            record(Config(variant, "greedy", a), spec.extract(greedy.text(a)), 1, greedy.tokens(a), greedy.tokens(a))
     if strategies & {"sc", "esc", "bon"}:
         params = SamplingParams(max_tokens=a_max, temperature=SAMPLE_TEMPERATURE, top_p=SAMPLE_TOP_P,
                                 seed=task_seed(task.id, seed), stop=spec.stop)
@@ -155,14 +157,15 @@ def run_task(runner: Runner, variant: str, task, task_set, grid: Grid, seed: int
             for n in grid.ns:
                 majority, _ = vote(answers[:n], scores[:n])
                 if "sc" in strategies:
-                    record(Config(variant, "sc", a, n=n), majority, n, sum(tokens[:n]))
+                    record(Config(variant, "sc", a, n=n), majority, n, sum(tokens[:n]), max(tokens[:n]))
                 if "esc" in strategies:
                     k = EarlyStoppingSelfConsistency.first_wave(n)
                     drawn = k if n == k or vote_decided(answers[:k], n - k) else n
-                    record(Config(variant, "esc", a, n=n), majority, drawn, sum(tokens[:drawn]))
+                    steps = max(tokens[:k]) + (max(tokens[k:n]) if drawn > k else 0)
+                    record(Config(variant, "esc", a, n=n), majority, drawn, sum(tokens[:drawn]), steps)
                 if "bon" in strategies:
                     best = max(range(n), key=lambda i: scores[i])
-                    record(Config(variant, "bon", a, n=n), answers[best], n, sum(tokens[:n]))
+                    record(Config(variant, "bon", a, n=n), answers[best], n, sum(tokens[:n]), max(tokens[:n]))
     if "bf" in strategies:
         fmt = spec.thinking or ThinkingFormat.for_template(None)
         open_ids = runner.tokenize_continuation(fmt.open)
@@ -177,8 +180,8 @@ def run_task(runner: Runner, variant: str, task, task_set, grid: Grid, seed: int
             answer = _Prefix(runner, runner.generate_ids(ids + open_ids + think_ids + close_ids,
                                                          SamplingParams(max_tokens=a_max, stop=spec.stop)), spec.stop)
             for a in grid.answer_tokens:
-                record(Config(variant, "bf", a, think_tokens=t), spec.extract(answer.text(a)), 1,
-                       len(think_ids) + answer.tokens(a))
+                steps = min(len(think_ids), t) + answer.tokens(a)
+                record(Config(variant, "bf", a, think_tokens=t), spec.extract(answer.text(a)), 1, steps, steps)
     return out
 
 
@@ -219,11 +222,13 @@ def aggregate(records: Iterable[Dict[str, object]], task_set: str) -> List[Dict[
     for record in records:
         for key, r in record["results"].items():  # type: ignore[union-attr]
             row = by_key.setdefault(key, {"config": Config(*_parse_key(key)), "correct": 0, "total": 0,
-                                          "samples": 0, "tokens": 0})
+                                          "samples": 0, "tokens": 0, "steps": []})
             row["correct"] += int(r["correct"])
             row["total"] += 1
             row["samples"] += r["samples"]
             row["tokens"] += r["tokens"]
+            if "steps" in r:
+                row["steps"].append(r["steps"])
     rows = []
     for key, row in sorted(by_key.items()):
         total, correct = row["total"], row["correct"]
@@ -233,8 +238,22 @@ def aggregate(records: Iterable[Dict[str, object]], task_set: str) -> List[Dict[
             **config.to_dict(), "task_set": task_set, "key": key, "correct": correct, "total": total,
             "accuracy": correct / total, "ci_low": round(low, 4), "ci_high": round(high, 4),
             "mean_samples": round(row["samples"] / total, 3), "mean_tokens": round(row["tokens"] / total, 2),
+            **_steps_summary(row["steps"], config),
         })
     return rows
+
+
+def _steps_summary(steps: List[int], config: Config) -> Dict[str, object]:
+    """How much of its worst-case decode work a configuration used: the planner prices the
+    95th percentile of that share instead of the full budgets (a request that runs longer is
+    still cut at its deadline)."""
+    from .strategies import strategy
+
+    worst = sum(p.tokens for p in strategy(config.strategy).schedule(config, 1) if p.kind == "decode")
+    if not steps or worst <= 0:
+        return {}
+    return {"worst_steps": worst, "steps_p95": float(np.percentile(steps, 95)),
+            "steps_share_p95": round(min(1.0, float(np.percentile(steps, 95)) / worst), 4)}
 
 
 def _parse_key(key: str) -> Tuple[str, str, int, int, int]:

@@ -2,11 +2,14 @@
 
 A pure function of the bundle's accuracy table, the device profile and the request's
 limits; it never touches a device, so it is tested as a function. For every configuration
-(variant x strategy x N x budgets x thread count) it prices the strategy's worst-case
-schedule with the profile's fitted latency model:
+(variant x strategy x N x budgets x thread count) it prices the strategy's schedule with
+the profile's fitted latency model:
 
 - latency: prefill, then decode steps at the batch size the strategy uses, with context
-  growing as tokens are produced; multiplied by the runtime's observed/predicted ratio for
+  growing as tokens are produced. Decode phases count the 95th percentile of the steps the
+  configuration used in calibration (answers often end long before their budget), or the
+  full budgets when the table has no such figure; a longer request is still cut at its
+  deadline by the runtime. The result is multiplied by the runtime's observed/predicted ratio for
   the variant (online recalibration) and by cores/threads for fewer threads than were
   profiled (an estimate, labelled so);
 - P(latency <= deadline) >= target: the predicted latency is raised by z(target) x sigma,
@@ -14,7 +17,7 @@ schedule with the profile's fitted latency model:
   the standard deviation of a normal error with that mean absolute value), at least 5%;
 - power: the profile's average power at the profiled thread count, scaled for fewer threads
   with the same load curve the power estimate uses (0.1 + 0.9 load^3);
-- energy: power x predicted latency (an upper bound, since budgets are the worst case).
+- energy: power x predicted latency.
 
 A looser deadline only adds feasible configurations, so the chosen accuracy never drops.
 """
@@ -132,6 +135,7 @@ class AccuracyEntry:
     ci_low: float
     ci_high: float
     tasks: int
+    steps_share: float = 1.0  # 95th percentile of decode steps used / worst case (calibration)
 
 
 def accuracy_entries(rows: Iterable[Mapping[str, object]], task_set: Optional[str] = None) -> List[AccuracyEntry]:
@@ -141,13 +145,15 @@ def accuracy_entries(rows: Iterable[Mapping[str, object]], task_set: Optional[st
         if task_set is not None and row.get("task_set") != task_set:
             continue
         config = Config.from_dict(dict(row))
-        entry = pooled.setdefault(config.key, [config, 0, 0])
+        entry = pooled.setdefault(config.key, [config, 0, 0, 0.0])
         entry[1] += int(row["correct"])
         entry[2] += int(row["total"])
+        entry[3] = max(entry[3], float(row.get("steps_share_p95", 1.0)))  # pooled: the most demanding set
     out = []
-    for config, correct, total in pooled.values():
+    for config, correct, total, share in pooled.values():
         low, high = wilson_interval(correct, total)
-        out.append(AccuracyEntry(config, correct / total if total else 0.0, round(low, 4), round(high, 4), total))
+        out.append(AccuracyEntry(config, correct / total if total else 0.0, round(low, 4), round(high, 4), total,
+                                 min(1.0, max(share, 0.05))))
     return out
 
 
@@ -181,8 +187,9 @@ def thread_options(profile, variants: Sequence[str]) -> Dict[str, List[Optional[
     return out
 
 
-def predict_latency_ms(profile, config: Config, prompt_tokens: int) -> float:
-    """Worst-case latency of ``config`` at the profiled thread count, from the fitted models."""
+def predict_latency_ms(profile, config: Config, prompt_tokens: int, steps_share: float = 1.0) -> float:
+    """Latency of ``config`` at the profiled thread count, from the fitted models, with each
+    decode phase using ``steps_share`` of its budget (1.0: the worst case)."""
     total = 0.0
     context = prompt_tokens
     for phase in strategy(config.strategy).schedule(config, prompt_tokens):
@@ -190,8 +197,9 @@ def predict_latency_ms(profile, config: Config, prompt_tokens: int) -> float:
             total += profile.predict_prefill_ms(config.variant, phase.tokens)
             context = max(context, phase.tokens)
         else:
-            total += phase.tokens * profile.predict_decode_step_ms(config.variant, context + phase.tokens / 2, phase.batch)
-            context += phase.tokens
+            steps = phase.tokens * steps_share
+            total += steps * profile.predict_decode_step_ms(config.variant, context + steps / 2, phase.batch)
+            context += steps
     return total
 
 
@@ -243,7 +251,7 @@ def plan(
         key = (entry.config.strategy, entry.config.n, entry.config.think_tokens, entry.config.answer_tokens, name)
         if key not in base_cache:
             length = (prompt_tokens or {}).get(name, limits.prompt_tokens)
-            base_cache[key] = predict_latency_ms(profile, entry.config, length)
+            base_cache[key] = predict_latency_ms(profile, entry.config, length, entry.steps_share)
         base_ms = base_cache[key]
         avg_power = float(vp.energy.get("avg_power_w") or 0.0)
         for t in threads.get(name, [None]):

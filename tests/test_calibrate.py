@@ -48,6 +48,10 @@ def test_calibration_stores_a_table_and_resumes(bundle_copy, task_file, monkeypa
     assert seen[-1] == (3, 3)
     stored = Bundle.open(bundle_copy).manifest.accuracy_table
     assert stored == rows
+    for r in rows:  # decode steps used, as a share of the worst case, for the planner
+        assert 0 < r["steps_share_p95"] <= 1 and r["steps_p95"] <= r["worst_steps"]
+    greedy = next(r for r in rows if r["strategy"] == "greedy" and r["answer_tokens"] == 20)
+    assert greedy["worst_steps"] == 20
     esc = {r["n"]: r["mean_samples"] for r in rows if r["strategy"] == "esc" and r["answer_tokens"] == 20}
     assert esc[3] <= 3 and esc[2] == 2
 

@@ -103,5 +103,5 @@ def test_installed_script_reports_errors_without_traceback(tmp_path):
     script = shutil.which("edgert") or str(__import__("pathlib").Path(sys.executable).parent / "edgert")
     proc = subprocess.run([script, "inspect", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: bundle not found: {tmp_path / 'missing'}"
+    assert proc.stderr.strip() == f"error: bundle not found: expected a bundle directory at {tmp_path / 'missing'}, found nothing"
     assert proc.stdout == ""

@@ -149,3 +149,14 @@ def test_looser_deadline_never_lowers_expected_accuracy(d1, d2, power):
     if a.feasible:
         assert b.feasible and b.choice.accuracy >= a.choice.accuracy
 
+
+
+def test_calibrated_step_share_shortens_predictions():
+    profile = synthetic_profile()
+    full = plan([row("small", "greedy", 256)], profile, Limits(1000.0)).choice
+    short_row = dict(row("small", "greedy", 256), steps_share_p95=0.1)
+    short = plan([short_row], profile, Limits(1000.0)).choice
+    assert short.latency_ms < full.latency_ms * 0.5
+    prefill = profile.predict_prefill_ms("small", 64)
+    assert short.latency_ms - prefill == pytest.approx(
+        predict_latency_ms(profile, Config("small", "greedy", 256), 64, 0.1) - prefill)

@@ -118,12 +118,12 @@ def test_online_recalibration_after_a_slowdown_shrinks_plans(adaptive_bundle, pr
     with Runtime(adaptive_bundle, profile=profile, n_threads=2, runner_factory=slow_factory) as rt:
         rt.preload()
         before = rt.generate(QUESTION, deadline_s=4.0, strategy="auto", task_set="arithmetic")
-        rt.runner.delay_s = 0.08  # the device slows down about eightfold
+        rt.runner.delay_s = 0.04  # decode steps become about five times slower
         during = [rt.generate(QUESTION, deadline_s=4.0, strategy="auto", task_set="arithmetic") for _ in range(3)]
     key = next(iter(rt.corrections))
-    assert rt.corrections[key] > 3  # observed steps are several times the prediction
+    assert rt.corrections[key] > 2  # observed steps are several times the prediction
     assert before.plan["expected_accuracy"] > during[-1].plan["expected_accuracy"]
-    assert during[-1].plan["predicted_latency_ms"] <= 4000
+    assert during[-1].plan["feasible"] and during[-1].plan["predicted_latency_ms"] <= 4000
 
 
 def test_auto_needs_a_profile_and_a_deadline(adaptive_bundle, profile):

@@ -79,7 +79,7 @@ def test_budget_forcing_never_exceeds_its_budgets(smollm2_runner, think, answer)
 
 def test_budget_forcing_cuts_thinking_to_leave_time_for_the_answer(smollm2_runner):
     spec = AnswerSpec(kind="number")
-    ids = smollm2_runner.encode(ARITH)
+    ids = smollm2_runner.encode("Write a long story about a robot who learns to count, then say how many legs it has.")
     deadline = Deadline(1.5)
     out = strategy("bf").run(smollm2_runner, ids, Config("v", "bf", 6, think_tokens=500), spec, deadline,
                              CancelToken(), reserve_s=lambda a: 0.5)
