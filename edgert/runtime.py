@@ -179,6 +179,7 @@ class Runtime:
         self._cancel: Optional[CancelToken] = None
         self._requests = 0
         self.last_plan = None  # the planner's full answer for the last "auto" request
+        self._task_sets: Dict[str, Any] = {}
 
     def __enter__(self) -> "Runtime":
         return self
@@ -401,10 +402,9 @@ class Runtime:
     def _task_set(self, name: str):
         from .tasks import load_tasks
 
-        cache = self.__dict__.setdefault("_task_sets", {})
-        if name not in cache:
-            cache[name] = load_tasks(name)
-        return cache[name]
+        if name not in self._task_sets:
+            self._task_sets[name] = load_tasks(name)
+        return self._task_sets[name]
 
     def _plan(self, prompt, deadline, power_w, energy_j, task_set, answer_type, choices, pattern, stop, chat, system):
         from .planner import Limits, plan

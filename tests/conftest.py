@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from build_once import build_once  # noqa: E402
 from edgert.models import packaged_model_path  # noqa: E402
 
 
@@ -34,18 +35,6 @@ def smollm2_runner(smollm2_bundle):
     path = bundle.artifact(bundle.variant())
     with LlamaCppRunner(path, n_ctx=1024, n_threads=2) as runner:
         yield runner
-
-
-def build_once(base: Path, name: str, build) -> Path:
-    """Build a directory once per test session, even across test modules."""
-    import shutil
-
-    out = base / name
-    if not (out / ".done").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        build(out)
-        (out / ".done").write_text("")
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any, Dict, List, Optional
 
 from ..errors import BundleError, SchemaVersionError, UnsafePathError
+from ..formats.strict_json import loads_strict
 
 MANIFEST_NAME = "edgert.json"
 SCHEMA_VERSION = 1
@@ -137,28 +138,7 @@ def _check_size(size: int, where: str) -> int:
 
 def _load_json(text: str, source: str) -> Any:
     """Strict JSON: no duplicate keys (parsers disagree on which one wins), no NaN/Infinity."""
-
-    def unique(pairs: List[tuple]) -> Dict[str, Any]:
-        result: Dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise BundleError(f"{source}: expected unique keys in each object, found {_show(key)} twice")
-            result[key] = value
-        return result
-
-    def constant(name: str) -> Any:
-        raise BundleError(f"{source}: expected standard JSON numbers, found {name}")
-
-    try:
-        return json.loads(text, object_pairs_hook=unique, parse_constant=constant)
-    except json.JSONDecodeError as exc:
-        raise BundleError(
-            f"{source}: not valid JSON (expected a JSON document, found {exc.msg} at line {exc.lineno})"
-        ) from None
-    except RecursionError:
-        raise BundleError(f"{source}: not a manifest: expected a JSON object, found nesting too deep to parse") from None
-    except ValueError as exc:  # e.g. integers longer than Python's digit limit
-        raise BundleError(f"{source}: not a valid manifest: expected JSON, found {_show(str(exc), 200)}") from None
+    return loads_strict(text, lambda message: BundleError(f"{source}: {message}"))
 
 
 def _parse_variant(data: Any, index: int) -> Variant:

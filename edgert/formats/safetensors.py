@@ -13,15 +13,15 @@ must tile the data buffer exactly: no gaps, no overlaps, nothing beyond its end.
 
 from __future__ import annotations
 
-import json
 import math
 import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 from ..errors import ModelFileError
+from .strict_json import loads_strict
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's MAX_HEADER_SIZE
 METADATA_KEY = "__metadata__"
@@ -111,30 +111,13 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
 
 
 def _parse_json(raw: bytes, fail) -> Dict[str, Any]:
-    def unique(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
-        result: Dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise fail(f"expected unique keys in the header, found {_show(key)} twice")
-            result[key] = value
-        return result
-
-    def constant(name: str) -> Any:
-        raise fail(f"expected standard JSON numbers in the header, found {name}")
-
     if not raw.lstrip(b" ").startswith(b"{"):
         raise fail(f"expected the header to be a JSON object starting with '{{', found {_show(raw[:16])}")
     try:
         text = raw.decode("utf-8")
-        data = json.loads(text, object_pairs_hook=unique, parse_constant=constant)
     except UnicodeDecodeError as exc:
         raise fail(f"expected a UTF-8 JSON header, found byte {raw[exc.start]:#04x} at offset {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise fail(f"expected a JSON header, found invalid JSON ({exc.msg} at char {exc.pos})") from None
-    except RecursionError:
-        raise fail("expected a flat JSON header, found nesting too deep to parse") from None
-    except ValueError as exc:  # e.g. integers beyond Python's digit limit
-        raise fail(f"expected a JSON header, found {str(exc)[:120]}") from None
+    data = loads_strict(text, lambda message: fail(f"header: {message}"))
     if not isinstance(data, dict):
         raise fail(f"expected a JSON object as header, found {type(data).__name__}")
     return data

@@ -23,6 +23,10 @@ import numpy as np
 from ..chat_template import ChatTemplate, Prompt, to_messages
 from ..errors import EdgertError, RunnerStateError, UsageError
 
+#: generation stops this long before the deadline, so that stopping (an abort inside
+#: llama.cpp returns within about 3 ms here) and returning the result land before it
+RETURN_MARGIN_S = 0.004
+
 #: why a generation ended; "dropped" marks a sample a strategy no longer needed (its vote was decided)
 FINISH_REASONS = ("stop", "eos", "length", "deadline", "cancelled", "dropped")
 
@@ -355,7 +359,7 @@ class Runner(ABC):
                 while start < n:
                     width = min(self.max_parallel, n - start)
                     stopped = should_stop is not None and finished and should_stop(finished)
-                    if stopped or cancel.cancelled or deadline.expired():
+                    if stopped or cancel.cancelled or deadline.remaining_s() <= RETURN_MARGIN_S:
                         reason = "dropped" if stopped else ("cancelled" if cancel.cancelled else "deadline")
                         results += [self._empty_result(prompt_ids, reason, deadline) for _ in range(n - start)]
                         break
@@ -411,7 +415,7 @@ class Runner(ABC):
         started = time.perf_counter()
         rng = np.random.default_rng(params.seed)
         max_new = min(params.max_tokens, self.n_ctx - len(prompt_ids))
-        should_abort = lambda: cancel.cancelled or deadline.expired()  # noqa: E731
+        should_abort = lambda: cancel.cancelled or deadline.remaining_s() <= RETURN_MARGIN_S  # noqa: E731
         out_ids: List[int] = []
         logprobs: List[float] = []
         steps_ms: List[float] = []
@@ -470,7 +474,7 @@ class Runner(ABC):
             now = time.perf_counter()
             step_estimate_s = max(now - last_check, 0.8 * step_estimate_s)
             last_check = now
-            if deadline.remaining_s() < step_estimate_s:
+            if deadline.remaining_s() < step_estimate_s + RETURN_MARGIN_S:
                 finish = "deadline"
                 break
             t0 = time.perf_counter()
@@ -501,7 +505,7 @@ class Runner(ABC):
         """Several samples of one prompt decoded together, one batched step per token."""
         n = len(seeds)
         started = time.perf_counter()
-        should_abort = lambda: cancel.cancelled or deadline.expired()  # noqa: E731
+        should_abort = lambda: cancel.cancelled or deadline.remaining_s() <= RETURN_MARGIN_S  # noqa: E731
         max_new = min(params.max_tokens, (self.n_ctx - len(prompt_ids)) // n)
         rngs = [np.random.default_rng(seed) for seed in seeds]
         outs: List[List[int]] = [[] for _ in range(n)]
@@ -575,7 +579,7 @@ class Runner(ABC):
             now = time.perf_counter()
             step_estimate_s = max(now - last_check, 0.8 * step_estimate_s)
             last_check = now
-            if deadline.remaining_s() < step_estimate_s:
+            if deadline.remaining_s() < step_estimate_s + RETURN_MARGIN_S:
                 return close_all("deadline")
             t0 = time.perf_counter()
             try:

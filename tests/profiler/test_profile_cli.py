@@ -27,7 +27,7 @@ def test_quick_profile_writes_a_usable_profile(quick_profile):
     assert len(variant["samples"]["prefill"]) == 6 and len(variant["samples"]["decode"]) == 48
     assert variant["energy"]["provenance"] == "estimated" and variant["energy"]["decode_j_per_token"] > 0
     held = variant["fit_error"]["decode_held_out"]
-    assert held["n"] == 12 and held["mape_pct"] < 25  # loose: the machine is shared; bench/predict.py measures accuracy
+    assert held["n"] == 16 and held["mape_pct"] < 25  # 2 held-out contexts x 8 batches; loose: the machine is shared; bench/predict.py measures accuracy
     profile = DeviceProfile.load(out)
     # more work costs more time
     assert profile.predict_decode_step_ms("smollm2-135m-instruct-q4_1", 1000, 1) > \

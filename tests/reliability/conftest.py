@@ -6,23 +6,14 @@ crash tests convert about ten times.
 """
 
 import importlib.util
-import shutil
 from pathlib import Path
 
 import pytest
 
+from build_once import build_once
+
 CONVERTER_FIXTURES = Path(__file__).parents[1] / "converters" / "conftest.py"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1 (bos), 2 (eos), as make_tiny's config
-
-
-def build_once(base: Path, name: str, build) -> Path:
-    """Build a directory once per test session (same convention as tests/conftest.py)."""
-    out = base / name
-    if not (out / ".done").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        build(out)
-        (out / ".done").write_text("")
-    return out
 
 
 def _converter_fixtures():
