@@ -343,8 +343,8 @@ def demo(bundle_dir: Optional[Path], small_only: bool, deadlines: str, power: st
     err.print("4/4 answering held-out questions; the planner chooses per request")
     held_out = tasks.test()[12:]
     table = Table(title="answers under deadlines", title_justify="left")
-    for column in ("deadline", "power", "planner's choice", "answer", "expected", "latency", "deadline met", "energy"):
-        table.add_column(column, justify="right" if column in ("deadline", "power", "latency", "energy") else "left")
+    for column in ("Q", "limits", "planner's choice", "fits", "answer", "gold", "latency", "met", "J"):
+        table.add_column(column, justify="right" if column in ("latency", "J") else "left", no_wrap=True)
     requests = [(d, None) for d in deadline_list] + [(deadline_list[-1], power_w)]
     with Runtime(bundle, n_threads=threads, profile=profile) as runtime:
         runtime.preload()
@@ -354,15 +354,18 @@ def demo(bundle_dir: Optional[Path], small_only: bool, deadlines: str, power: st
                                       task_set="arithmetic")
             from edgert.strategies import Config
 
-            label = Config.from_dict(result.config).label
-            if not result.plan["feasible"]:
-                label += " (nothing fits: fastest)"
-            con.print(Text.assemble(("Q: ", "bold"), task.prompt))
-            table.add_row(f"{deadline_s:g} s", f"{limit_w:g} W" if limit_w else "-", label, str(result.answer),
-                          task.answer, f"{result.latency_ms:.0f} ms", "yes" if result.deadline_met else "NO",
-                          f"{result.energy_j:.1f} J ({result.energy_provenance[:4]})" if result.energy_j is not None else "?")
+            c = Config.from_dict(result.config)
+            label = (f"{c.variant} {c.strategy}{f'x{c.n}' if c.n > 1 else ''}"
+                     f"{f' think {c.think_tokens}' if c.think_tokens else ''} answer {c.answer_tokens}, "
+                     f"{result.threads} thr")
+            con.print(Text.assemble((f"Q{i + 1}: ", "bold"), task.prompt))
+            table.add_row(f"Q{i + 1}", f"{deadline_s:g} s" + (f", {limit_w:g} W" if limit_w else ""), label,
+                          "yes" if result.plan["feasible"] else "no*", str(result.answer), task.answer,
+                          f"{result.latency_ms:.0f} ms", "yes" if result.deadline_met else "NO",
+                          f"{result.energy_j:.1f}" if result.energy_j is not None else "?")
     con.print(table)
-    err.print(Text("energy is estimated from the CPU's TDP when the machine has no power sensor; "
+    err.print(Text("no*: no configuration was predicted to fit; the fastest ran and answered by the deadline", style="dim"))
+    err.print(Text(f"energy: {'estimated from the TDP (no power sensor)' if profile.sensor.get('provenance') != 'measured' else 'measured'}; "
                    "try: edgert plan " + str(bundle_dir) + f" --device {profile_path} --deadline 1.5s --power 10W", style="dim"))
 
 
