@@ -72,7 +72,13 @@ def run_planner(rt: Runtime, task, deadline_s: float, task_set: str):
             "overshoot_ms": r.latency_ms - deadline_s * 1000, "planning_ms": r.plan["planning_ms"]}
 
 
-def summarize(statics, planner, deadlines, keys):
+def summarize(statics, planner, deadlines, keys, table=()):
+    """Per deadline: the planner, the best static configuration meeting >= 99% of deadlines
+    (chosen on the evaluation tasks: an upward-biased oracle), and the static configuration
+    calibration alone would pick among those (highest calibrated accuracy)."""
+    calibrated = {}
+    for row in table:
+        calibrated[row["key"]] = calibrated.get(row["key"], 0.0) + row["correct"] / max(row["total"], 1)
     rows = []
     for d in deadlines:
         p = [r for r in planner if r["deadline_s"] == d]
@@ -87,6 +93,7 @@ def summarize(statics, planner, deadlines, keys):
                                "energy_j": statistics.mean(r["energy_j"] or 0 for r in s)})
         reliable = [x for x in per_static if x["hit"] >= 0.99]
         best = max(reliable, key=lambda x: x["accuracy"]) if reliable else None
+        picked = max(reliable, key=lambda x: (calibrated.get(x["config"], 0.0), x["accuracy"])) if reliable and calibrated else None
         low, high = wilson_interval(round(acc * len(p)), len(p))
         rows.append({
             "deadline_s": d, "planner_hit_rate": hit, "planner_accuracy": acc, "planner_ci": [low, high],
@@ -98,6 +105,8 @@ def summarize(statics, planner, deadlines, keys):
             "best_static_accuracy": best["accuracy"] if best else None,
             "best_static_energy_j": best["energy_j"] if best else None,
             "statics_meeting_99pct": len(reliable),
+            "calibration_pick": picked["config"] if picked else None,
+            "calibration_pick_accuracy": picked["accuracy"] if picked else None,
             "target_hit_rate_met": hit >= 0.99,
             "target_accuracy_met": best is None or acc >= best["accuracy"],
         })
@@ -143,7 +152,14 @@ def main() -> None:
     parser.add_argument("--think-tokens", default="48")
     parser.add_argument("--ns", default="3,5")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--summarize", type=Path, help="only recompute the summary of a recorded JSON and print it")
     args = parser.parse_args()
+    if args.summarize:
+        data = json.loads(args.summarize.read_text())
+        keys = sorted({r["config"] for r in data["statics"]})
+        print(json.dumps(summarize(data["statics"], data["planner"], sorted({r["deadline_s"] for r in data["planner"]}),
+                                   keys, data["accuracy_table"]), indent=1))
+        return
     deadlines = [float(x) for x in args.deadlines.split(",")]
     grid = Grid(answer_tokens=tuple(int(x) for x in args.answer_tokens.split(",")),
                 think_tokens=tuple(int(x) for x in args.think_tokens.split(",")),
@@ -190,7 +206,7 @@ def main() -> None:
         corrections = dict(rt.corrections)
 
     keys = [c.key for c in configs]
-    summary = summarize(statics, planner, deadlines, keys)
+    summary = summarize(statics, planner, deadlines, keys, rows)
     result = {
         "stamp": stamp, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": threads},
         "task_set": args.task_set, "calib_tasks": len(calib), "eval_tasks": len(held_out), "grid": vars(grid),
