@@ -171,6 +171,19 @@ def _load_power(load: float) -> float:
     return IDLE_POWER_FRACTION + (1 - IDLE_POWER_FRACTION) * load**3
 
 
+def at_threads(profile, variant: str, threads: Optional[int]) -> Tuple[float, float, bool]:
+    """(latency factor, average power W, whether scaled) of a variant run with ``threads``
+    instead of the profiled count: fewer threads slow compute-bound steps in proportion and
+    draw power along the estimate's load curve. Used by the planner and the runtime alike."""
+    vp = profile.variant(variant)
+    power = float(vp.energy.get("avg_power_w") or 0.0)
+    if threads is None or threads == vp.threads:
+        return 1.0, power, False
+    cores = device_cores(profile)
+    load_ratio = _load_power(threads / cores) / _load_power(vp.threads / cores) if cores else threads / vp.threads
+    return vp.threads / threads, power * load_ratio, True
+
+
 def device_cores(profile) -> Optional[int]:
     details = profile.device.get("details", {}) if isinstance(profile.device, dict) else {}
     cores = details.get("cores")
@@ -239,7 +252,6 @@ def plan(
     excluded = excluded or {}
     variants = sorted({e.config.variant for e in entries})
     threads = threads or thread_options(profile, variants)
-    cores = device_cores(profile)
     z = NormalDist().inv_cdf(limits.target)
     sigma = {v: profile_sigma(profile, v) for v in variants}
     prior = profile.kind == "prior"
@@ -253,14 +265,9 @@ def plan(
             length = (prompt_tokens or {}).get(name, limits.prompt_tokens)
             base_cache[key] = predict_latency_ms(profile, entry.config, length, entry.steps_share)
         base_ms = base_cache[key]
-        avg_power = float(vp.energy.get("avg_power_w") or 0.0)
         for t in threads.get(name, [None]):
-            scale, power, estimated = 1.0, avg_power, prior or vp.energy.get("provenance") != "measured"
-            if t is not None and t != vp.threads:
-                scale = vp.threads / t  # fewer threads: compute-bound steps slow down in proportion (estimate)
-                load_ratio = _load_power(t / cores) / _load_power(vp.threads / cores) if cores else t / vp.threads
-                power = avg_power * load_ratio
-                estimated = True
+            scale, power, scaled = at_threads(profile, name, t)
+            estimated = scaled or prior or vp.energy.get("provenance") != "measured"
             config = Config(name, entry.config.strategy, entry.config.answer_tokens, entry.config.n,
                             entry.config.think_tokens, t)
             correction = corrections.get(f"{name}@{t}", corrections.get(name, 1.0))

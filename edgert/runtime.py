@@ -180,6 +180,7 @@ class Runtime:
         self._requests = 0
         self.last_plan = None  # the planner's full answer for the last "auto" request
         self._task_sets: Dict[str, Any] = {}
+        self._memory_estimates: Dict[tuple, Any] = {}
 
     def __enter__(self) -> "Runtime":
         return self
@@ -222,7 +223,11 @@ class Runtime:
         except ImportError:
             return
         if variant.format == "gguf":
-            check_fits(estimate_memory(self.bundle.path_of(variant), n_ctx=n_ctx))  # unified KV cache: n_ctx cells shared by all sequences
+            key = (variant.name, n_ctx)
+            if key not in self._memory_estimates:  # the header is read once; available memory is read each time
+                # unified KV cache: n_ctx cells shared by all sequences
+                self._memory_estimates[key] = estimate_memory(self.bundle.path_of(variant), n_ctx=n_ctx)
+            check_fits(self._memory_estimates[key])
 
     def _memory_exclusions(self) -> Dict[str, str]:
         """Variants the planner must leave out because loading them would not fit."""
@@ -336,14 +341,15 @@ class Runtime:
         from .strategies import Config, strategy as get_strategy
 
         plan_dict = None
+        prepared: Dict[str, tuple] = {}
         if strategy_name == "auto":
             if self.profile is None:
                 raise UsageError("strategy 'auto' needs a device profile: Runtime(bundle, profile=PATH) "
                                  "(make one with edgert profile)")
             if deadline.seconds is None:
                 raise UsageError("strategy 'auto' needs a deadline (deadline_s)")
-            config, plan_dict = self._plan(prompt, deadline, power_w, energy_j, task_set, answer_type, choices,
-                                           pattern, stop, chat, system)
+            config, plan_dict, prepared = self._plan(prompt, deadline, power_w, energy_j, task_set, answer_type,
+                                                     choices, pattern, stop, chat, system)
         else:
             multi = strategy_name in ("sc", "esc", "bon")
             config = Config(self.variant(variant).name, strategy_name, max_tokens, n=(n or 5) if multi else 1,
@@ -354,7 +360,8 @@ class Runtime:
         threads = config.threads or self.n_threads
         if runner.n_threads != threads:
             runner.set_threads(threads)
-        ids, spec = self._prepare(runner, prompt, task_set, answer_type, choices, pattern, stop, chat, system)
+        ids, spec = prepared.get(config.variant) or self._prepare(runner, prompt, task_set, answer_type, choices,
+                                                                  pattern, stop, chat, system)
         runner.step_log.clear()
         meter = self._meter()
         outcome = get_strategy(config.strategy).run(runner, ids, config, spec, deadline, cancel, seed=seed,
@@ -412,14 +419,15 @@ class Runtime:
         if not self._runners:
             self._load_within(self.default_variant, deadline)
         excluded = self._memory_exclusions()
-        lengths: Dict[str, int] = {}
+        prepared: Dict[str, tuple] = {}  # (ids, spec) per loaded variant, reused by the run
         for variant in self.bundle.variants:
             runner = self._runners.get(variant.name)
             if task_set is None and chat and not variant.chat_template:
                 excluded.setdefault(variant.name, "no chat template (ask with a task set, or chat=False)")
             if runner is not None:
-                lengths[variant.name] = len(self._prepare(runner, prompt, task_set, answer_type, choices, pattern,
-                                                          stop, chat, system)[0])
+                prepared[variant.name] = self._prepare(runner, prompt, task_set, answer_type, choices, pattern,
+                                                       stop, chat, system)
+        lengths = {name: len(ids) for name, (ids, _spec) in prepared.items()}
         fallback = max(lengths.values()) if lengths else max(1, len(str(prompt)) // 3)
         extra_ms = {v.name: v.size_bytes / LOAD_BYTES_PER_S * 1000 for v in self.bundle.variants if v.name not in self._runners}
         limits = Limits(max(deadline.remaining_s(), 1e-3), power_w=power_w, energy_j=energy_j, target=self.target,
@@ -433,7 +441,7 @@ class Runtime:
             "predicted_latency_ms": round(choice.latency_ms, 1), "latency_bound_ms": round(choice.latency_bound_ms, 1),
             "predicted_power_w": round(choice.power_w, 2), "expected_accuracy": round(choice.accuracy, 4),
             "prompt_tokens": lengths.get(choice.config.variant, fallback), "estimated": choice.estimated,
-        }
+        }, prepared
 
     def planner_corrections(self) -> Dict[str, float]:
         """Corrections per variant@threads, plus per variant the largest one observed (used for
@@ -448,8 +456,9 @@ class Runtime:
         return self.corrections.get(f"{variant}@{threads}", self.planner_corrections().get(variant, 1.0))
 
     def _thread_scale(self, variant: str, threads: Optional[int]) -> float:
-        profiled = self.profile.variant(variant).threads
-        return profiled / threads if threads and threads < profiled else 1.0
+        from .planner import at_threads
+
+        return at_threads(self.profile, variant, threads)[0]
 
     def _reserve_fn(self, config, prompt_tokens: int):
         """Time the answer phase of budget forcing needs, from the profile (None: observed)."""
@@ -524,13 +533,9 @@ class Runtime:
         """Profile's average power (scaled for fewer threads) x time: an estimate, labelled so."""
         if self.profile is None or variant not in self.profile.variants:
             return None, "unknown"
-        from .planner import _load_power, device_cores
+        from .planner import at_threads
 
-        vp = self.profile.variant(variant)
-        power = float(vp.energy.get("avg_power_w") or 0.0)
-        cores = device_cores(self.profile)
-        if threads and threads != vp.threads and cores:
-            power *= _load_power(threads / cores) / _load_power(vp.threads / cores)
+        power = at_threads(self.profile, variant, threads)[1]
         return power * max(busy_ms, 0.0) / 1000, "estimated"
 
     # -------------------------------------------------------------------- trace
