@@ -117,14 +117,19 @@ def test_deadline_holds_under_an_artificially_slowed_runner(adaptive_bundle, pro
 def test_online_recalibration_after_a_slowdown_shrinks_plans(adaptive_bundle, profile):
     with Runtime(adaptive_bundle, profile=profile, n_threads=2, runner_factory=slow_factory) as rt:
         rt.preload()
-        before = rt.generate(QUESTION, deadline_s=4.0, strategy="auto", task_set="arithmetic")
-        rt.runner.delay_s = 0.04  # decode steps become about five times slower
-        during = [rt.generate(QUESTION, deadline_s=4.0, strategy="auto", task_set="arithmetic") for _ in range(3)]
+        # 6 s: before the slowdown only budget forcing (~3.3 s predicted) is the best fit; after
+        # it (corrections of 2.5-3.5 seen on this machine) bf no longer fits but greedy does.
+        # At 4 s a correction above ~2.7 left nothing feasible (CI stop 9).
+        before = rt.generate(QUESTION, deadline_s=6.0, strategy="auto", task_set="arithmetic")
+        calm = dict(rt.corrections)
+        rt.runner.delay_s = 0.04  # decode steps become several times slower
+        during = [rt.generate(QUESTION, deadline_s=6.0, strategy="auto", task_set="arithmetic") for _ in range(3)]
     key = next(iter(rt.corrections))
-    assert rt.corrections[key] > 2  # observed steps are several times the prediction
-    why = f"before {before.plan} / after {[r.plan for r in during]} / corrections {rt.corrections}"
+    why = f"before {before.plan} / after {[r.plan for r in during]} / corrections {calm} -> {rt.corrections}"
+    # observed/predicted rose several-fold (here 0.5 -> 2.3; the absolute values depend on the machine)
+    assert rt.corrections[key] > 2 * calm[key], why
     assert before.plan["expected_accuracy"] > during[-1].plan["expected_accuracy"], why
-    assert during[-1].plan["feasible"] and during[-1].plan["predicted_latency_ms"] <= 4000, why
+    assert during[-1].plan["feasible"] and during[-1].plan["predicted_latency_ms"] <= 6000, why
 
 
 def test_auto_needs_a_profile_and_a_deadline(adaptive_bundle, profile):
