@@ -195,7 +195,7 @@ def main() -> None:
                 statics.append(run_static(rt, task, config, args.task_set))
             print(f"\r  task {i + 1}/{len(held_out)}", end="", flush=True)
         log(f"\nstatic runs took {time.perf_counter() - t0:.0f} s")
-        rt.corrections.clear()
+        rt.reset_learning()  # the planner starts from the profile alone, as a fresh runtime would
         log(f"planner: {len(deadlines)} deadlines x {len(held_out)} tasks ...")
         t0 = time.perf_counter()
         for i, task in enumerate(held_out):
@@ -204,6 +204,7 @@ def main() -> None:
             print(f"\r  task {i + 1}/{len(held_out)}", end="", flush=True)
         log(f"\nplanner runs took {time.perf_counter() - t0:.0f} s")
         corrections = dict(rt.corrections)
+        sigmas = {k: round(v, 4) for k, v in rt.sigmas().items()}
 
     keys = [c.key for c in configs]
     summary = summarize(statics, planner, deadlines, keys, rows)
@@ -213,7 +214,7 @@ def main() -> None:
         "profile": {"kind": profile.kind, "created_at": profile.created_at,
                     "energy": {n: v.energy.get("provenance") for n, v in profile.variants.items()}},
         "accuracy_table": rows, "summary": summary, "statics": statics, "planner": planner,
-        "final_corrections": corrections, "elapsed_s": time.perf_counter() - started,
+        "final_corrections": corrections, "final_sigma": sigmas, "elapsed_s": time.perf_counter() - started,
         "planning_ms_median": statistics.median(r["planning_ms"] for r in planner),
     }
     (args.out / f"pareto-{stamp}.json").write_text(json.dumps(result, indent=1))
@@ -234,7 +235,7 @@ def main() -> None:
             + f" | {r['planner_energy_j']:.1f} | "
             + (f"{r['best_static_energy_j']:.1f}" if r["best_static_energy_j"] is not None else "-")
             + f" | {r['planner_overshoot_p99_ms']:+.1f} ms | {ok} |")
-    lines += ["", f"median planning time {result['planning_ms_median']:.2f} ms; final corrections {corrections}"]
+    lines += ["", f"median planning time {result['planning_ms_median']:.2f} ms; final corrections {corrections}; final sigma {sigmas}"]
     (args.out / f"pareto-{stamp}.md").write_text("\n".join(lines) + "\n")
     log("\n".join(lines))
 

@@ -14,7 +14,9 @@ the profile's fitted latency model:
   profiled (an estimate, labelled so);
 - P(latency <= deadline) >= target: the predicted latency is raised by z(target) x sigma,
   sigma being the relative error of the profile's held-out predictions (MAPE x sqrt(pi/2),
-  the standard deviation of a normal error with that mean absolute value), at least 5%;
+  the standard deviation of a normal error with that mean absolute value), at least 5%.
+  The runtime passes its own sigma once it has seen requests on the device (the spread of
+  observed over corrected-predicted latency; see Runtime.sigma), which replaces the profile's;
 - power: the profile's average power at the profiled thread count, scaled for fewer threads
   with the same load curve the power estimate uses (0.1 + 0.9 load^3);
 - energy: power x predicted latency.
@@ -227,6 +229,7 @@ def plan(
     excluded: Optional[Mapping[str, str]] = None,
     threads: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
     prompt_tokens: Optional[Mapping[str, int]] = None,
+    sigma: Optional[Mapping[str, float]] = None,
 ) -> Plan:
     """Choose a configuration for one request.
 
@@ -236,7 +239,8 @@ def plan(
     to add per variant (loading one that is not in memory); excluded: variants left out with
     the reason (too large for memory); threads: thread counts to consider per variant;
     prompt_tokens: the prompt's length per variant where it differs from limits.prompt_tokens
-    (tokenizers and prompt formats differ between models).
+    (tokenizers and prompt formats differ between models); sigma: relative latency error per
+    variant where it is known better than from the profile (the runtime's observations).
     """
     started = time.perf_counter()
     entries = [e for e in accuracy_entries(rows, task_set) if e.config.variant in profile.variants]
@@ -253,7 +257,7 @@ def plan(
     variants = sorted({e.config.variant for e in entries})
     threads = threads or thread_options(profile, variants)
     z = NormalDist().inv_cdf(limits.target)
-    sigma = {v: profile_sigma(profile, v) for v in variants}
+    sigma = {v: max(SIGMA_FLOOR, (sigma or {}).get(v) or profile_sigma(profile, v)) for v in variants}
     prior = profile.kind == "prior"
     base_cache: Dict[tuple, float] = {}
     candidates: List[Candidate] = []

@@ -18,9 +18,10 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Union
 
 from .bundle import Bundle, Variant
 from .chat_template import Prompt
@@ -30,6 +31,12 @@ from .runners.base import CancelToken, Deadline, GenerationResult, Runner, Sampl
 #: weight of the newest observation in the online latency correction (per variant)
 CORRECTION_ALPHA = 0.5
 CORRECTION_RANGE = (0.25, 8.0)
+#: how many observed requests the profile's sigma counts as (its weight against the runtime's
+#: own observations), and how many recent observations the runtime keeps per variant
+SIGMA_PRIOR_WEIGHT = 8
+SIGMA_WINDOW = 64
+#: observations needed before they count at all (fewer: a step change dominates the median)
+SIGMA_MIN_OBSERVATIONS = 8
 #: assumed artifact read + verify + load speed when a variant has not been loaded yet (estimate)
 LOAD_BYTES_PER_S = 250e6
 
@@ -175,6 +182,9 @@ class Runtime:
         #: each request; thread counts matter separately because on a busy CPU using every core
         #: suffers far more than using fewer
         self.corrections: Dict[str, float] = {}
+        #: per variant, recent log(observed / corrected prediction): the error the planner's
+        #: latency bound must cover (see sigma())
+        self.residuals: Dict[str, Deque[float]] = {}
         self._lock = threading.Lock()
         self._cancel: Optional[CancelToken] = None
         self._requests = 0
@@ -433,7 +443,8 @@ class Runtime:
         limits = Limits(max(deadline.remaining_s(), 1e-3), power_w=power_w, energy_j=energy_j, target=self.target,
                         prompt_tokens=fallback)
         result = plan(self.bundle.manifest.accuracy_table, self.profile, limits, task_set=task_set,
-                      corrections=self.planner_corrections(), extra_ms=extra_ms, excluded=excluded, prompt_tokens=lengths)
+                      corrections=self.planner_corrections(), extra_ms=extra_ms, excluded=excluded, prompt_tokens=lengths,
+                      sigma=self.sigmas())
         self.last_plan = result
         choice = result.choice
         return choice.config, {
@@ -452,6 +463,39 @@ class Runtime:
             out[variant] = max(out.get(variant, 0.0), value)
         return out
 
+    def sigma(self, variant: str) -> float:
+        """Relative standard deviation of this runtime's latency predictions for a variant.
+
+        Starts as the profile's (from its held-out error) and moves to the spread actually
+        seen here: the residuals are log(observed / corrected prediction) of recent requests,
+        their spread is the median absolute residual x 1.4826 (the standard deviation of a
+        normal error with that median; a median so that the few residuals right after a step
+        change in speed, which the correction absorbs within a few requests, do not inflate
+        it for the next SIGMA_WINDOW requests; and only from SIGMA_MIN_OBSERVATIONS on), pooled with the profile's figure weighted as
+        SIGMA_PRIOR_WEIGHT requests. A steady device narrows the planner's safety margin; an
+        erratic one (a busy CPU, thermal throttling) widens it."""
+        from statistics import median
+
+        from .planner import SIGMA_FLOOR, profile_sigma
+
+        prior = profile_sigma(self.profile, variant)
+        seen = self.residuals.get(variant) or ()
+        if len(seen) < SIGMA_MIN_OBSERVATIONS:
+            return prior
+        observed = 1.4826 * median(abs(r) for r in seen)
+        pooled = (SIGMA_PRIOR_WEIGHT * prior**2 + len(seen) * observed**2) / (SIGMA_PRIOR_WEIGHT + len(seen))
+        return max(SIGMA_FLOOR, math.sqrt(pooled))
+
+    def sigmas(self) -> Dict[str, float]:
+        if self.profile is None:
+            return {}
+        return {name: self.sigma(name) for name in self.profile.variants}
+
+    def reset_learning(self) -> None:
+        """Forget the online corrections and latency spread (back to the profile's models)."""
+        self.corrections.clear()
+        self.residuals.clear()
+
     def _correction(self, variant: str, threads: Optional[int]) -> float:
         return self.corrections.get(f"{variant}@{threads}", self.planner_corrections().get(variant, 1.0))
 
@@ -466,13 +510,12 @@ class Runtime:
             return None
         from statistics import NormalDist
 
-        from .planner import profile_sigma
         from .strategies import FORCED_CLOSE_TOKENS
 
         z = NormalDist().inv_cdf(self.target)
         threads = config.threads or self.n_threads
         factor = (self._correction(config.variant, threads) * self._thread_scale(config.variant, threads)
-                  * (1 + z * profile_sigma(self.profile, config.variant)))
+                  * (1 + z * self.sigma(config.variant)))
         context = prompt_tokens + config.think_tokens
 
         def reserve_s(answer_tokens: int) -> float:
@@ -505,6 +548,8 @@ class Runtime:
         ratio = min(max(ratio, CORRECTION_RANGE[0]), CORRECTION_RANGE[1])
         key = f"{variant}@{runner.n_threads}"
         old = self._correction(variant, runner.n_threads)
+        if key in self.corrections:  # the first request only measures the profile's bias, not the spread
+            self.residuals.setdefault(variant, deque(maxlen=SIGMA_WINDOW)).append(math.log(ratio / old))
         self.corrections[key] = math.exp((1 - CORRECTION_ALPHA) * math.log(old) + CORRECTION_ALPHA * math.log(ratio))
 
     def _apply_power(self, power_w: Optional[float]):
@@ -553,6 +598,7 @@ class Runtime:
             "energy_j": None if result.energy_j is None else round(result.energy_j, 4),
             "energy_provenance": result.energy_provenance,
             "corrections": {k: round(v, 4) for k, v in self.corrections.items()},
+            "sigma": {k: round(v, 4) for k, v in self.sigmas().items()},
         }
         self.trace_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.trace_path, "a", encoding="utf-8") as f:

@@ -160,3 +160,19 @@ def test_calibrated_step_share_shortens_predictions():
     prefill = profile.predict_prefill_ms("small", 64)
     assert short.latency_ms - prefill == pytest.approx(
         predict_latency_ms(profile, Config("small", "greedy", 256), 64, 0.1) - prefill)
+
+
+def test_a_given_sigma_replaces_the_profiles_and_sets_the_margin():
+    profile = synthetic_profile()
+    own = plan(TABLE, profile, Limits(1000.0))
+    wide = plan(TABLE, profile, Limits(1000.0), sigma={"large": 0.5, "small": 0.5})
+    narrow = plan(TABLE, profile, Limits(1000.0), sigma={"large": 0.001})  # below the floor
+    z = 1.6448536
+    c = next(c for c in wide.candidates if c.config.variant == "large")
+    assert c.latency_bound_ms == pytest.approx(c.latency_ms * (1 + z * 0.5), rel=1e-4)
+    assert narrow.sigma["large"] == 0.05 and narrow.sigma["small"] == own.sigma["small"]
+    # a wider margin can only remove configurations near the deadline
+    deadline = own.choice.latency_bound_ms / 1000
+    tight = plan(TABLE, profile, Limits(deadline), sigma={"large": 0.5, "small": 0.5})
+    assert own.choice.config not in [c.config for c in tight.candidates if c.feasible]
+    assert tight.choice.accuracy <= plan(TABLE, profile, Limits(deadline)).choice.accuracy

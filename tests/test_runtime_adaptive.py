@@ -157,3 +157,37 @@ def test_open_runner_checks_the_hash_first(adaptive_bundle):
     bundle = Bundle.open(adaptive_bundle)
     runner = open_runner(bundle, bundle.variant(), n_ctx=256, n_threads=1)
     assert isinstance(runner, LlamaCppRunner) and not runner.loaded
+
+
+class _Observed:
+    """What Runtime._observe reads from a runner: its step log and thread count."""
+
+    def __init__(self, ms_per_step: float):
+        from edgert.runners.base import StepRecord
+
+        self.n_threads = 2
+        self.step_log = [StepRecord("decode", 1, 100 + i, ms_per_step) for i in range(20)]
+
+
+def test_sigma_narrows_on_a_steady_device_and_widens_on_an_erratic_one(adaptive_bundle, profile):
+    from edgert.planner import SIGMA_FLOOR, profile_sigma
+
+    name = Bundle.open(adaptive_bundle).variant().name
+    predicted = profile.predict_decode_step_ms(name, 110)
+    prior = profile_sigma(profile, name)
+    steady = Runtime(adaptive_bundle, profile=profile, n_threads=2)
+    for _ in range(30):  # 1.5x slower than profiled, every time: a bias the correction absorbs
+        steady._observe(name, _Observed(1.5 * predicted))
+    assert steady.corrections[f"{name}@2"] == pytest.approx(1.5, rel=1e-3)
+    assert steady.sigma(name) == SIGMA_FLOOR < prior  # no spread left after correcting the bias
+
+    erratic = Runtime(adaptive_bundle, profile=profile, n_threads=2)
+    for i in range(30):  # alternately 30% faster and 30% slower
+        erratic._observe(name, _Observed((0.7 if i % 2 else 1.3) * predicted))
+    assert erratic.sigma(name) > 2 * prior
+    # one outlier after a long steady run barely moves it (median of the window)
+    steady._observe(name, _Observed(6 * predicted))
+    assert steady.sigma(name) < 1.2 * SIGMA_FLOOR
+    # the planner is given the runtime's sigma, so the steady runtime's bound is the tighter one
+    steady.reset_learning()
+    assert steady.sigma(name) == prior and not steady.corrections
