@@ -55,7 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", type=int, default=40, help="held-out configurations (split over variants)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2, help="measurements per held-out configuration (median)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="measurements per held-out configuration, in interleaved passes (median)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     threads = default_threads()
@@ -78,31 +79,48 @@ def main() -> None:
     for i in range(args.configs):
         configs.append({"variant": names[i % len(names)], "prompt": rng.randint(32, 1024),
                         "output": rng.randint(16, 256), "batch": rng.randint(1, 8)})
+    # Repeats are interleaved: every configuration once, then all of them again in a new
+    # order, so a slow spell of the machine (other processes on a shared VM last longer than
+    # one configuration) lands on different configurations in different passes and the
+    # median drops it, instead of hitting every repeat of one configuration.
+    measured = {i: {"prefills": [], "step_means": [], "all_steps": []} for i in range(len(configs))}
+    runners = {}
+    try:
+        for name in names:
+            runners[name] = LlamaCppRunner(bundle.artifact(bundle.variant(name)), n_ctx=1024 + 8 * 256 + 16,
+                                           n_threads=threads)
+            runners[name].load()
+            runners[name].measure_prefill_ms(64)  # warm-up, as the profiler does
+        for rep in range(args.repeats):
+            order = list(range(len(configs)))
+            random.Random(args.seed * 1000 + rep).shuffle(order)
+            for done, i in enumerate(order):
+                c, runner = configs[i], runners[configs[i]["variant"]]
+                measured[i]["prefills"].append(runner.measure_prefill_ms(c["prompt"]))
+                steps = runner.measure_decode_ms(c["prompt"], c["batch"], c["output"])
+                measured[i]["step_means"].append(statistics.mean(steps))
+                measured[i]["all_steps"].append(steps)
+                print(f"\r  pass {rep + 1}/{args.repeats}: {done + 1}/{len(configs)}", end="", flush=True)
+        print()
+    finally:
+        for runner in runners.values():
+            runner.close()
     rows = []
-    for name in names:
-        path = bundle.artifact(bundle.variant(name))
-        with LlamaCppRunner(path, n_ctx=1024 + 8 * 256 + 16, n_threads=threads) as runner:
-            runner.measure_prefill_ms(64)  # warm-up, as the profiler does
-            for c in [c for c in configs if c["variant"] == name]:
-                prefills, step_means, all_steps = [], [], []
-                for _ in range(args.repeats):
-                    prefills.append(runner.measure_prefill_ms(c["prompt"]))
-                    steps = runner.measure_decode_ms(c["prompt"], c["batch"], c["output"])
-                    step_means.append(statistics.mean(steps))
-                    all_steps.append(steps)
-                prefill_ms = statistics.median(prefills)
-                measured_step = statistics.median(step_means)
-                steps = all_steps[step_means.index(min(step_means, key=lambda m: abs(m - measured_step)))]
-                predicted_prefill = profile.predict_prefill_ms(name, c["prompt"])
-                predicted_step = profile.predict_decode_step_ms(name, c["prompt"] + c["output"] / 2, c["batch"])
-                row = {**c, "prefill_ms": prefill_ms, "prefill_repeats_ms": prefills, "step_mean_repeats_ms": step_means, "predicted_prefill_ms": predicted_prefill,
-                       "decode_step_ms": measured_step, "predicted_decode_step_ms": predicted_step,
-                       "total_ms": prefill_ms + sum(steps),
-                       "predicted_total_ms": profile.predict_generation_ms(name, c["prompt"], c["output"], c["batch"])}
-                rows.append(row)
-                print(f"  {name:20s} prompt {c['prompt']:4d} out {c['output']:3d} x{c['batch']}: "
-                      f"prefill {prefill_ms:7.1f} vs {predicted_prefill:7.1f} ms, "
-                      f"step {measured_step:6.2f} vs {predicted_step:6.2f} ms")
+    for i, c in enumerate(configs):
+        name, prefills, step_means = c["variant"], measured[i]["prefills"], measured[i]["step_means"]
+        prefill_ms = statistics.median(prefills)
+        measured_step = statistics.median(step_means)
+        steps = measured[i]["all_steps"][step_means.index(min(step_means, key=lambda m: abs(m - measured_step)))]
+        predicted_prefill = profile.predict_prefill_ms(name, c["prompt"])
+        predicted_step = profile.predict_decode_step_ms(name, c["prompt"] + c["output"] / 2, c["batch"])
+        rows.append({**c, "prefill_ms": prefill_ms, "prefill_repeats_ms": prefills, "step_mean_repeats_ms": step_means,
+                     "predicted_prefill_ms": predicted_prefill,
+                     "decode_step_ms": measured_step, "predicted_decode_step_ms": predicted_step,
+                     "total_ms": prefill_ms + sum(steps),
+                     "predicted_total_ms": profile.predict_generation_ms(name, c["prompt"], c["output"], c["batch"])})
+        print(f"  {name:20s} prompt {c['prompt']:4d} out {c['output']:3d} x{c['batch']}: "
+              f"prefill {prefill_ms:7.1f} vs {predicted_prefill:7.1f} ms, "
+              f"step {measured_step:6.2f} vs {predicted_step:6.2f} ms")
 
     def stats(key):
         return error_stats([r[key] for r in rows], [r["predicted_" + key] for r in rows])
@@ -112,7 +130,7 @@ def main() -> None:
     steal_pct = 100 * (steal_end[7] - steal_start[7]) / total if total else 0.0
 
     def spread(key):  # repeat-to-repeat variation of the same measurement: the noise floor
-        values = [abs(r[key][0] - r[key][1]) / min(r[key]) * 100 for r in rows if len(r[key]) > 1]
+        values = [(max(r[key]) - min(r[key])) / min(r[key]) * 100 for r in rows if len(r[key]) > 1]
         return {"median_pct": statistics.median(values), "p90_pct": sorted(values)[int(0.9 * (len(values) - 1))]} if values else {}
 
     summary = {"cpu_steal_pct": steal_pct,

@@ -66,6 +66,7 @@ def main() -> None:
       edgert calibrate my-bundle --tasks arithmetic      accuracy per configuration
       edgert plan my-bundle --device edgert-profile.json --deadline 1.5s --power 10W
       edgert run my-bundle "..." --strategy auto --profile edgert-profile.json --deadline 1.5s
+      edgert serve my-bundle --profile edgert-profile.json   OpenAI-compatible server on :8080
     """
 
 
@@ -722,6 +723,54 @@ def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[
     con.print(_plan_table(result))
     err.print(Text(f"planned in {result.planning_ms:.2f} ms over {len(result.candidates)} configurations"
                    + ("" if no_plot else f"; Pareto plot: {plot_path}"), style="dim"))
+
+
+# ---------------------------------------------------------------------------- serve
+@main.command()
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free one).")
+@click.option("--profile", "device_profile", type=click.Path(path_type=Path),
+              help="Device profile JSON: enables strategy auto and power_w / energy_j per request.")
+@click.option("--queue", "queue_size", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Requests that may wait while one runs; more get 503 with Retry-After.")
+@click.option("--default-deadline", help="Deadline for requests that do not send deadline_ms, e.g. 5s.")
+@click.option("--model-id", help="Model id clients use (default: the bundle's model name).")
+@click.option("--trace", "trace_path", type=click.Path(path_type=Path), help="Append each request's decision record to this JSONL file.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
+@click.option("--ctx", "n_ctx", default=2048, show_default=True, type=click.IntRange(min=16), help="Context size in tokens.")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(("critical", "error", "warning", "info", "debug")), help="uvicorn's log level.")
+def serve(bundle_dir: Path, host: str, port: int, device_profile: Optional[Path], queue_size: int,
+          default_deadline: Optional[str], model_id: Optional[str], trace_path: Optional[Path], threads: Optional[int],
+          n_ctx: int, log_level: str) -> None:
+    """Serve BUNDLE_DIR over a local OpenAI-compatible HTTP API, with deadlines.
+
+    \b
+    Endpoints: /v1/chat/completions, /v1/completions (streaming or not), /v1/models,
+    /health, /metrics (Prometheus). Extension fields per request: deadline_ms,
+    power_w, energy_j, strategy (auto, greedy, sc, esc, bon, bf), task_set,
+    answer_type, samples, think_tokens, ignore_eos. Responses carry an "edgert"
+    object with the configuration and telemetry.
+
+    \b
+    edgert serve my-bundle --profile edgert-profile.json --port 8080
+    curl localhost:8080/v1/chat/completions -d '{"model": "...", "deadline_ms": 1500,
+        "messages": [{"role": "user", "content": "Hello"}]}'
+    """
+    from edgert.runtime import Runtime
+    from edgert.server import Server, serve as run_server  # needs edgert[serve]; says so if missing
+
+    default_deadline_s = parse_duration_s(default_deadline)
+    with Runtime(bundle_dir, n_ctx=n_ctx, n_threads=threads, profile=device_profile, trace_path=trace_path) as runtime:
+        # with a profile the planner may pick any calibrated variant: load them all up front
+        loaded = runtime.preload() if device_profile else runtime.preload([runtime.default_variant])
+        server = Server(runtime, queue_size=queue_size, default_deadline_s=default_deadline_s, model_id=model_id)
+        err.print(f"edgert serve: model {server.model_id!r} ({', '.join(f'{k} loaded in {v:.0f} ms' for k, v in loaded.items())})"
+                  f" on http://{host}:{port}/v1 · queue {queue_size}"
+                  + (" · strategy auto enabled" if device_profile else " · no --profile: strategy auto disabled")
+                  + " · Ctrl-C stops")
+        run_server(server, host=host, port=port, log_level=log_level)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -221,6 +221,10 @@ class Runtime:
         self._load_ms[chosen.name] = (time.perf_counter() - start) * 1000
         return self._load_ms[chosen.name]
 
+    def loaded(self) -> List[str]:
+        """Names of the variants in memory."""
+        return sorted(self._runners)
+
     def preload(self, variants: Optional[Sequence[str]] = None) -> Dict[str, float]:
         """Load several variants ahead of requests (all calibrated ones by default)."""
         names = list(variants) if variants else sorted({str(r["variant"]) for r in self.bundle.manifest.accuracy_table}
@@ -288,6 +292,9 @@ class Runtime:
         on_token: Optional[TokenCallback] = None,
         chat: bool = True,
         system: Optional[str] = None,
+        ignore_eos: bool = False,
+        started_at: Optional[float] = None,
+        cancel_token: Optional[CancelToken] = None,
     ) -> RuntimeResult:
         """Answer ``prompt`` by ``deadline_s`` seconds from now (loading counts against it).
 
@@ -296,15 +303,20 @@ class Runtime:
         and energy_j; a strategy name (greedy, sc, esc, bon, bf) runs that strategy with
         ``variant``, ``n``, ``think_tokens`` and ``max_tokens`` as the answer budget.
         answer_type (number, choice, text, regex) says how answers are extracted and voted on.
+        ignore_eos: plain runs only, keep generating past end-of-sequence (load tests).
+        started_at: ``time.monotonic()`` when the request arrived, if earlier than this call
+        (a server's queue time counts against the deadline); cancel_token: a CancelToken the
+        caller keeps to stop this request (``cancel()`` stops whichever request is running).
         """
-        deadline = Deadline(deadline_s)
+        deadline = Deadline(deadline_s, start=started_at)
         if strategy is None:
-            params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop))
+            params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                    stop=tuple(stop), ignore_eos=ignore_eos)
             params.check()
         if power_w is not None and not power_w > 0:
             raise UsageError(f"power limit must be a positive number of watts, found {power_w!r}")
         with self._lock:
-            self._cancel = cancel = CancelToken()
+            self._cancel = cancel = cancel_token or CancelToken()
             try:
                 if strategy is None:
                     return self._plain(prompt, params, deadline, variant, on_token, chat, system)
@@ -321,7 +333,7 @@ class Runtime:
 
     def _load_within(self, name: str, deadline: Deadline) -> float:
         load_ms = self.load(name)
-        if deadline.expired():
+        if deadline.expired() and load_ms > 0:  # (already loaded: the runner returns an empty, cut answer)
             raise DeadlineError(
                 f"the deadline of {deadline.seconds * 1000:.0f} ms is shorter than loading the model "
                 f"({load_ms:.0f} ms); call Runtime.load() first or allow more time"

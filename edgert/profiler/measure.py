@@ -88,23 +88,28 @@ def measure_variant(runner, plan: ProfilePlan, meter: _Meter, progress: Progress
     # warm-up, discarded: the first evaluations fault the memory-mapped weights in
     runner.measure_prefill_ms(min(64, max(plan.prefill_lengths)))
     runner.measure_decode_ms(8, max(plan.batches), 3)
-    for length in plan.prefill_lengths:
-        prefill_ms: List[float] = []
-        decode_ms: Dict[int, List[float]] = {batch: [] for batch in plan.batches}
-        for _ in range(plan.reps):
+    # Repeats are interleaved (every length once, then again): a slow spell of a shared
+    # machine lasts longer than one length's measurements, and the median of interleaved
+    # repeats drops it where back-to-back repeats would all share it.
+    prefill_ms: Dict[int, List[float]] = {length: [] for length in plan.prefill_lengths}
+    decode_ms: Dict[tuple, List[float]] = {(length, b): [] for length in plan.prefill_lengths for b in plan.batches}
+    for _ in range(plan.reps):
+        for length in plan.prefill_lengths:
             # each repeat re-evaluates the prompt, then times decode steps on top of it
-            prefill_ms.append(meter.measure(lambda: runner.measure_prefill_ms(length), e_prefill))
+            prefill_ms[length].append(meter.measure(lambda: runner.measure_prefill_ms(length), e_prefill))
             done += 1
             if progress:
                 progress(f"{label} prefill {length} tokens", done, total)
             for batch in plan.batches:
                 steps = meter.measure(lambda: runner.measure_decode_ms(length, batch, plan.decode_steps + 1), e_decode)
-                decode_ms[batch] += steps[1:]  # the first step after a cache change pays one-off costs
+                decode_ms[(length, batch)] += steps[1:]  # the first step after a cache change pays one-off costs
                 done += 1
                 if progress:
                     progress(f"{label} decode ctx {length} x{batch}", done, total)
-        prefill.append({"n_tokens": length, "ms": statistics.median(prefill_ms), "raw_ms": prefill_ms})
-        for batch, steps in decode_ms.items():
+    for length in plan.prefill_lengths:
+        prefill.append({"n_tokens": length, "ms": statistics.median(prefill_ms[length]), "raw_ms": prefill_ms[length]})
+        for batch in plan.batches:
+            steps = decode_ms[(length, batch)]
             decode.append({"context_len": length, "batch": batch, "ms": statistics.median(steps), "raw_ms": steps})
     prefill_tokens = sum(s["n_tokens"] * len(s["raw_ms"]) for s in prefill)
     decode_tokens = sum(s["batch"] * (plan.decode_steps + 1) * plan.reps for s in decode)

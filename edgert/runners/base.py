@@ -24,8 +24,10 @@ from ..chat_template import ChatTemplate, Prompt, to_messages
 from ..errors import EdgertError, RunnerStateError, UsageError
 
 #: generation stops this long before the deadline, so that stopping (an abort inside
-#: llama.cpp returns within about 3 ms here) and returning the result land before it
-RETURN_MARGIN_S = 0.004
+#: llama.cpp) and returning the result land before it. Measured on the 2-core VM (pareto
+#: runs): deadline-cut requests returned 1-3 ms after the stop point typically, 6.4 ms at
+#: worst of 128 (bench/results/pareto-20261124-032403), which a 4 ms margin let through
+RETURN_MARGIN_S = 0.010
 
 #: why a generation ended; "dropped" marks a sample a strategy no longer needed (its vote was decided)
 FINISH_REASONS = ("stop", "eos", "length", "deadline", "cancelled", "dropped")

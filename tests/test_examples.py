@@ -1,0 +1,58 @@
+"""The examples in examples/ run as a user would run them, on the real SmolLM2 bundle."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_runtime_adaptive import synthetic_profile_for
+
+pytestmark = pytest.mark.slow
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _run(*args, timeout=120):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def test_robot_loop_keeps_every_cycle_deadline(smollm2_bundle):
+    out = _run(EXAMPLES / "robot_loop.py", "--bundle", smollm2_bundle, "--hz", "2", "--deadline-ms", "480",
+               "--cycles", "6", "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["cycles"] == 6 and summary["deadline_hit_rate"] == 1.0
+    assert summary["latency_ms_max"] <= 480
+    assert sum(summary["decisions"].values()) == 6  # every cycle acted (STOP when the answer was unclear)
+
+
+def test_robot_loop_with_the_planner(adaptive_bundle_path):
+    bundle, profile = adaptive_bundle_path
+    out = _run(EXAMPLES / "robot_loop.py", "--bundle", bundle, "--profile", profile, "--hz", "2",
+               "--deadline-ms", "400", "--cycles", "3")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count(" ok ") == 3 and "3/3 decisions by their deadline" in out.stdout
+
+
+def test_robot_loop_refuses_a_deadline_longer_than_its_cycle(smollm2_bundle):
+    out = _run(EXAMPLES / "robot_loop.py", "--bundle", smollm2_bundle, "--hz", "10", "--deadline-ms", "500")
+    assert out.returncode == 2 and "longer than the cycle" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def adaptive_bundle_path(smollm2_bundle, tmp_path_factory):
+    import shutil
+
+    from edgert.bundle import Bundle
+
+    root = tmp_path_factory.mktemp("robot") / "bundle"
+    shutil.copytree(smollm2_bundle, root)
+    bundle = Bundle.open(root)
+    bundle.manifest.accuracy_table = [
+        {"variant": bundle.variant().name, "strategy": "greedy", "n": 1, "think_tokens": 0, "answer_tokens": a,
+         "task_set": "arithmetic", "correct": c, "total": 100} for a, c in [(16, 40), (48, 45)]]
+    bundle.save_manifest()
+    profile = root.parent / "profile.json"
+    synthetic_profile_for(root).save(profile)
+    return root, profile
