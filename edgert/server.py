@@ -378,6 +378,14 @@ class Server:
             if value is not None and not isinstance(value, str):
                 raise RequestError(400, f"{name} must be a string, found {value!r:.80}", param=name)
             options[name] = value
+        if options["task_set"] is not None and isinstance(prompt, list):
+            # a task set asks its question its own way (instruction or few-shot, as calibrated):
+            # the question is the last user message
+            users = [m["content"] for m in prompt if m["role"] == "user"]
+            if not users:
+                raise RequestError(400, "with task_set, messages must contain a user message (the question)",
+                                   param="messages")
+            prompt = users[-1]
         ignore_eos = body.get("ignore_eos", False)
         if not isinstance(ignore_eos, bool):
             raise RequestError(400, f"ignore_eos must be true or false, found {ignore_eos!r}", param="ignore_eos")

@@ -29,6 +29,11 @@ from ..errors import EdgertError, RunnerStateError, UsageError
 #: worst of 128 (bench/results/pareto-20261124-032403), which a 4 ms margin let through
 RETURN_MARGIN_S = 0.010
 
+#: a fresh runner's guess of one decode step, in prefill times per token (measured here:
+#: SmolLM2 decode step ~11 ms against ~4.5 ms per prefill token; Gemma-3-270M ~16 against
+#: ~7); conservative, and replaced by measured steps from the first request on
+FIRST_STEP_PER_PREFILL_TOKEN = 3.0
+
 #: why a generation ended; "dropped" marks a sample a strategy no longer needed (its vote was decided)
 FINISH_REASONS = ("stop", "eos", "length", "deadline", "cancelled", "dropped")
 
@@ -406,6 +411,14 @@ class Runner(ABC):
                 token, logprob = _sample(logits, params.temperature, params.top_p, rng)
         return token, logprob
 
+    def _first_step_estimate_s(self, prefill_ms: float, evaluated: int) -> float:
+        """What the first decode step of a request may take: the median step of earlier
+        requests; before any, FIRST_STEP_PER_PREFILL_TOKEN x the prefill time per token (a
+        step reads all weights for one token; CPU prefill amortizes that over many)."""
+        if self._step_estimate_s > 0 or evaluated < 1:
+            return self._step_estimate_s
+        return FIRST_STEP_PER_PREFILL_TOKEN * prefill_ms / 1000 / evaluated
+
     def _loop(
         self,
         prompt_ids: List[int],
@@ -451,7 +464,7 @@ class Runner(ABC):
             return result("cancelled" if cancel.cancelled else "deadline", cut_ms)
         prefill_ms = (time.perf_counter() - t0) * 1000
         self.step_log.append(StepRecord("prefill", len(prompt_ids) - self._prefix_hit, len(prompt_ids), prefill_ms))
-        step_estimate_s = self._step_estimate_s  # carried over from earlier requests
+        step_estimate_s = self._first_step_estimate_s(prefill_ms, len(prompt_ids) - self._prefix_hit)
         last_check = time.perf_counter()
         while True:
             token, logprob = self._sample_next(logits, params, rng)
@@ -548,7 +561,7 @@ class Runner(ABC):
         self.step_log.append(StepRecord("prefill", len(prompt_ids) - self._prefix_hit, len(prompt_ids), prefill_ms))
         self._fork_impl(n)
         logits = [first] * n
-        step_estimate_s = self._step_estimate_s
+        step_estimate_s = self._first_step_estimate_s(prefill_ms, len(prompt_ids) - self._prefix_hit)
         last_check = time.perf_counter()
         while True:
             tokens, seqs = [], []
