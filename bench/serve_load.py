@@ -49,7 +49,8 @@ def free_port() -> int:
 
 
 def request(port: int, body: dict, timeout_s: float):
-    """(status, client latency ms, parsed body or None) of one POST /v1/chat/completions."""
+    """(status, client latency ms, parsed body or None, Retry-After s or None) of one
+    POST /v1/chat/completions."""
     data = json.dumps(body)
     start = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
@@ -58,12 +59,14 @@ def request(port: int, body: dict, timeout_s: float):
         resp = conn.getresponse()
         text = resp.read()
         latency_ms = (time.perf_counter() - start) * 1000
+        retry = resp.getheader("Retry-After")
+        retry_s = float(retry) if retry else None
         try:
-            return resp.status, latency_ms, json.loads(text)
+            return resp.status, latency_ms, json.loads(text), retry_s
         except ValueError:
-            return resp.status, latency_ms, None
+            return resp.status, latency_ms, None, retry_s
     except OSError as exc:
-        return f"{type(exc).__name__}", (time.perf_counter() - start) * 1000, None
+        return f"{type(exc).__name__}", (time.perf_counter() - start) * 1000, None, None
     finally:
         conn.close()
 
@@ -92,14 +95,14 @@ def run_level(port: int, clients: int, duration_s: float, deadline_ms: float, ma
             i += clients
             body = {"model": "bench", "max_tokens": max_tokens, "deadline_ms": deadline_ms,
                     "messages": [{"role": "user", "content": q}]}
-            status, latency_ms, data = request(port, body, timeout_s=deadline_ms / 1000 + 30)
+            status, latency_ms, data, retry_s = request(port, body, timeout_s=deadline_ms / 1000 + 30)
             e = (data or {}).get("edgert") or {}
             with lock:
                 records.append({"client": index, "status": status, "latency_ms": round(latency_ms, 2),
                                 "deadline_met": e.get("deadline_met"), "queue_ms": e.get("queue_ms"),
                                 "tokens_out": e.get("tokens_out"), "server_latency_ms": e.get("latency_ms")})
-            if status == 503:
-                time.sleep(0.05)  # a polite client backs off (the server says Retry-After >= 1 s)
+            if status == 503:  # a polite client waits as long as the server's Retry-After says
+                time.sleep(min(retry_s or 1.0, max(0.0, stop_at - time.monotonic())))
 
     started = time.monotonic()
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
