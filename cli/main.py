@@ -24,16 +24,16 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.st
 DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
 
 
-def parse_duration_s(text: Optional[str]) -> Optional[float]:
+def parse_duration_s(text: Optional[str], option: str = "--deadline") -> Optional[float]:
     """'2s', '1.5', '250ms' -> seconds."""
     if text is None:
         return None
     match = DURATION.match(text)
     if not match:
-        raise UsageError(f"--deadline: expected a duration like 2s, 1.5 or 250ms, found {text!r}")
+        raise UsageError(f"{option}: expected a duration like 2s, 1.5 or 250ms, found {text!r}")
     value = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
     if value <= 0:
-        raise UsageError(f"--deadline: expected a positive duration, found {text!r}")
+        raise UsageError(f"{option}: expected a positive duration, found {text!r}")
     return value
 
 
@@ -726,6 +726,18 @@ def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[
 
 
 # ---------------------------------------------------------------------------- serve
+def _check_port_free(host: str, port: int) -> None:
+    import os
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--host/--port: expected an address edgert can listen on, found {host}:{port} "
+                         f"unavailable ({os.strerror(exc.errno) if exc.errno else exc})") from None
+
+
 @main.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
@@ -761,7 +773,8 @@ def serve(bundle_dir: Path, host: str, port: int, device_profile: Optional[Path]
     from edgert.runtime import Runtime
     from edgert.server import Server, serve as run_server  # needs edgert[serve]; says so if missing
 
-    default_deadline_s = parse_duration_s(default_deadline)
+    default_deadline_s = parse_duration_s(default_deadline, "--default-deadline")
+    _check_port_free(host, port)  # before loading models: a taken port is a one-line error, at once
     with Runtime(bundle_dir, n_ctx=n_ctx, n_threads=threads, profile=device_profile, trace_path=trace_path) as runtime:
         # with a profile the planner may pick any calibrated variant: load them all up front
         loaded = runtime.preload() if device_profile else runtime.preload([runtime.default_variant])

@@ -105,3 +105,17 @@ def test_installed_script_reports_errors_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: bundle not found: expected a bundle directory at {tmp_path / 'missing'}, found nothing"
     assert proc.stdout == ""
+
+
+def test_serve_refuses_bad_settings_in_one_line_before_loading(smollm2_bundle):
+    import socket
+
+    assert "deadline_ms" in invoke("serve", "--help").output
+    bad = invoke("serve", smollm2_bundle, "--default-deadline", "soon")
+    assert bad.exit_code == 2 and "--default-deadline: expected a duration" in bad.output
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        busy = invoke("serve", smollm2_bundle, "--port", port)
+    assert busy.exit_code == 2 and f"127.0.0.1:{port} unavailable" in busy.output
+    missing = invoke("serve", smollm2_bundle.parent / "no-such-bundle", "--port", 0)
+    assert missing.exit_code != 0 and "bundle not found" in missing.output
