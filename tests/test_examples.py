@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from test_runtime_adaptive import synthetic_profile_for
+from test_runtime_adaptive import calibrated_copy, synthetic_profile_for
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -45,17 +45,8 @@ def test_robot_loop_refuses_bad_settings_in_one_line(smollm2_bundle, tmp_path):
 
 @pytest.fixture(scope="module")
 def adaptive_bundle_path(smollm2_bundle, tmp_path_factory):
-    import shutil
-
-    from edgert.bundle import Bundle
-
-    root = tmp_path_factory.mktemp("robot") / "bundle"
-    shutil.copytree(smollm2_bundle, root)
-    bundle = Bundle.open(root)
-    bundle.manifest.accuracy_table = [
-        {"variant": bundle.variant().name, "strategy": "greedy", "n": 1, "think_tokens": 0, "answer_tokens": a,
-         "task_set": "arithmetic", "correct": c, "total": 100} for a, c in [(16, 40), (48, 45)]]
-    bundle.save_manifest()
+    root = calibrated_copy(smollm2_bundle, tmp_path_factory.mktemp("robot") / "bundle",
+                           [("greedy", 1, 0, 16, 40), ("greedy", 1, 0, 48, 45)])
     profile = root.parent / "profile.json"
     synthetic_profile_for(root).save(profile)
     return root, profile

@@ -22,23 +22,28 @@ from edgert.runtime import Runtime, open_runner
 QUESTION = "Sam has 5 marbles and finds 3 more. How many marbles does Sam have?"
 
 
-@pytest.fixture(scope="module")
-def adaptive_bundle(smollm2_bundle, tmp_path_factory):
-    """The SmolLM2 bundle with a small accuracy table (as `edgert calibrate` writes it)."""
+def calibrated_copy(source, root, configs):
+    """A copy of a bundle at ``root`` with an arithmetic accuracy table (as `edgert calibrate`
+    writes it) for its first variant; configs: (strategy, n, think_tokens, answer_tokens,
+    correct of 100)."""
     import shutil
 
-    root = tmp_path_factory.mktemp("adaptive") / "bundle"
-    shutil.copytree(smollm2_bundle, root)
+    shutil.copytree(source, root)
     bundle = Bundle.open(root)
     name = bundle.variant().name
-    rows = []
-    for strategy, n, t, a, correct in [("greedy", 1, 0, 16, 40), ("greedy", 1, 0, 64, 45), ("sc", 5, 0, 32, 60),
-                                       ("esc", 5, 0, 32, 60), ("bf", 1, 64, 16, 70)]:
-        rows.append({"variant": name, "strategy": strategy, "n": n, "think_tokens": t, "answer_tokens": a,
-                     "task_set": "arithmetic", "correct": correct, "total": 100})
-    bundle.manifest.accuracy_table = rows
+    bundle.manifest.accuracy_table = [
+        {"variant": name, "strategy": strategy, "n": n, "think_tokens": t, "answer_tokens": a,
+         "task_set": "arithmetic", "correct": correct, "total": 100} for strategy, n, t, a, correct in configs]
     bundle.save_manifest()
     return root
+
+
+@pytest.fixture(scope="module")
+def adaptive_bundle(smollm2_bundle, tmp_path_factory):
+    """The SmolLM2 bundle with a small accuracy table."""
+    return calibrated_copy(smollm2_bundle, tmp_path_factory.mktemp("adaptive") / "bundle",
+                           [("greedy", 1, 0, 16, 40), ("greedy", 1, 0, 64, 45), ("sc", 5, 0, 32, 60),
+                            ("esc", 5, 0, 32, 60), ("bf", 1, 64, 16, 70)])
 
 
 def synthetic_profile_for(bundle_dir):

@@ -5,7 +5,6 @@ error cases, the queue and client disconnects."""
 import http.client
 import json
 import re
-import shutil
 import socket
 import threading
 import time
@@ -16,10 +15,9 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 import uvicorn  # noqa: E402
 
-from edgert.bundle import Bundle  # noqa: E402
 from edgert.runtime import Runtime  # noqa: E402
 from edgert.server import Server, create_app  # noqa: E402
-from test_runtime_adaptive import synthetic_profile_for  # noqa: E402
+from test_runtime_adaptive import calibrated_copy, synthetic_profile_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 QUESTION = "Sam has 5 marbles and finds 3 more. How many marbles does Sam have?"
@@ -74,14 +72,8 @@ class Running:
 @pytest.fixture(scope="module")
 def served(smollm2_bundle, tmp_path_factory):
     """The SmolLM2 bundle with a small accuracy table and a synthetic profile, served."""
-    root = tmp_path_factory.mktemp("serve") / "bundle"
-    shutil.copytree(smollm2_bundle, root)
-    bundle = Bundle.open(root)
-    name = bundle.variant().name
-    bundle.manifest.accuracy_table = [
-        {"variant": name, "strategy": s, "n": n, "think_tokens": 0, "answer_tokens": a, "task_set": "arithmetic",
-         "correct": c, "total": 100} for s, n, a, c in [("greedy", 1, 16, 40), ("greedy", 1, 48, 45), ("sc", 3, 32, 55)]]
-    bundle.save_manifest()
+    root = calibrated_copy(smollm2_bundle, tmp_path_factory.mktemp("serve") / "bundle",
+                           [("greedy", 1, 0, 16, 40), ("greedy", 1, 0, 48, 45), ("sc", 3, 0, 32, 55)])
     runtime = Runtime(root, profile=synthetic_profile_for(root), n_threads=2)
     runtime.preload()
     running = Running(Server(runtime, queue_size=2, model_id="smol"))
