@@ -9,6 +9,11 @@
 4. Compare with the profile's predictions: prefill ms, mean decode step ms (which gives
    the decode time), and the total. Targets (issue 4): >= 90% of decode and of prefill
    predictions within +-10%, decode MAPE <= 7%.
+5. Before every held-out measurement, time a fixed reference (SmolLM2, 128-token prefill
+   and 6 decode steps) against its prediction: the machine's speed at that moment. The
+   same errors are also reported "drift-normalized" (each measurement divided by that
+   ratio), which separates the model's error from a shared VM's drift. The targets are
+   judged on the raw figures.
 
 Writes bench/results/predict-<stamp>.json (raw), .md (table) and the roofline PNG.
 
@@ -51,6 +56,10 @@ def bench_bundle() -> Bundle:
     return Bundle.open(BUNDLE)
 
 
+#: the drift reference: a prompt of this many tokens, then this many decode steps, on the first variant
+REF_PROMPT, REF_STEPS = 128, 6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", type=int, default=40, help="held-out configurations (split over variants)")
@@ -83,7 +92,16 @@ def main() -> None:
     # order, so a slow spell of the machine (other processes on a shared VM last longer than
     # one configuration) lands on different configurations in different passes and the
     # median drops it, instead of hitting every repeat of one configuration.
-    measured = {i: {"prefills": [], "step_means": [], "all_steps": []} for i in range(len(configs))}
+    # A reference measurement (SmolLM2: a 128-token prefill, then 6 decode steps) is taken
+    # before every configuration and compared with the profile's prediction for it: its
+    # ratio tracks how fast the machine runs at that moment. The headline figures are the
+    # raw ones; the drift-normalized ones (each measurement divided by the reference ratio
+    # taken just before it) separate the model's error from the machine's drift.
+    ref_name = names[0]
+    ref_pred_prefill = profile.predict_prefill_ms(ref_name, REF_PROMPT)
+    ref_pred_step = profile.predict_decode_step_ms(ref_name, REF_PROMPT + REF_STEPS / 2, 1)
+    measured = {i: {"prefills": [], "step_means": [], "all_steps": [], "drift_prefill": [], "drift_step": []}
+                for i in range(len(configs))}
     runners = {}
     try:
         for name in names:
@@ -96,6 +114,10 @@ def main() -> None:
             random.Random(args.seed * 1000 + rep).shuffle(order)
             for done, i in enumerate(order):
                 c, runner = configs[i], runners[configs[i]["variant"]]
+                ref = runners[ref_name]
+                measured[i]["drift_prefill"].append(ref.measure_prefill_ms(REF_PROMPT) / ref_pred_prefill)
+                measured[i]["drift_step"].append(statistics.median(ref.measure_decode_ms(REF_PROMPT, 1, REF_STEPS + 1)[1:])
+                                                 / ref_pred_step)
                 measured[i]["prefills"].append(runner.measure_prefill_ms(c["prompt"]))
                 steps = runner.measure_decode_ms(c["prompt"], c["batch"], c["output"])
                 measured[i]["step_means"].append(statistics.mean(steps))
@@ -113,7 +135,11 @@ def main() -> None:
         steps = measured[i]["all_steps"][step_means.index(min(step_means, key=lambda m: abs(m - measured_step)))]
         predicted_prefill = profile.predict_prefill_ms(name, c["prompt"])
         predicted_step = profile.predict_decode_step_ms(name, c["prompt"] + c["output"] / 2, c["batch"])
+        norm_prefill = statistics.median(p / d for p, d in zip(prefills, measured[i]["drift_prefill"]))
+        norm_step = statistics.median(m / d for m, d in zip(step_means, measured[i]["drift_step"]))
         rows.append({**c, "prefill_ms": prefill_ms, "prefill_repeats_ms": prefills, "step_mean_repeats_ms": step_means,
+                     "drift_prefill": measured[i]["drift_prefill"], "drift_step": measured[i]["drift_step"],
+                     "normalized_prefill_ms": norm_prefill, "normalized_decode_step_ms": norm_step,
                      "predicted_prefill_ms": predicted_prefill,
                      "decode_step_ms": measured_step, "predicted_decode_step_ms": predicted_step,
                      "total_ms": prefill_ms + sum(steps),
@@ -136,6 +162,13 @@ def main() -> None:
     summary = {"cpu_steal_pct": steal_pct,
                "repeat_spread": {"prefill": spread("prefill_repeats_ms"), "decode_step": spread("step_mean_repeats_ms")},
                "prefill": stats("prefill_ms"), "decode_step": stats("decode_step_ms"), "total": stats("total_ms"),
+               "drift_normalized": {
+                   "prefill": error_stats([r["normalized_prefill_ms"] for r in rows], [r["predicted_prefill_ms"] for r in rows]),
+                   "decode_step": error_stats([r["normalized_decode_step_ms"] for r in rows],
+                                              [r["predicted_decode_step_ms"] for r in rows]),
+                   "reference_ratio": {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in (
+                       ("prefill", [d for r in rows for d in r["drift_prefill"]]),
+                       ("decode_step", [d for r in rows for d in r["drift_step"]]))}},
                "per_variant": {n: {"prefill": error_stats([r["prefill_ms"] for r in rows if r["variant"] == n],
                                                           [r["predicted_prefill_ms"] for r in rows if r["variant"] == n]),
                                    "decode_step": error_stats([r["decode_step_ms"] for r in rows if r["variant"] == n],
@@ -162,6 +195,12 @@ def main() -> None:
     for key in ("prefill", "decode_step", "total"):
         s = summary[key]
         lines.append(f"| {key} | {s['n']} | {s['mape_pct']:.1f} | {s['within_10pct']:.0%} |")
+    for key in ("prefill", "decode_step"):
+        s = summary["drift_normalized"][key]
+        lines.append(f"| {key}, drift-normalized | {s['n']} | {s['mape_pct']:.1f} | {s['within_10pct']:.0%} |")
+    ratio = summary["drift_normalized"]["reference_ratio"]
+    lines += ["", "Reference measured / predicted over the run (machine speed against the profile's session): "
+              + ", ".join(f"{k} median {v['median']:.3f}, range {v['min']:.3f}-{v['max']:.3f}" for k, v in ratio.items())]
     lines += ["", "| variant | prompt | output | batch | prefill ms meas / pred | step ms meas / pred |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['prompt']} | {r['output']} | {r['batch']} | "
@@ -169,7 +208,7 @@ def main() -> None:
                      f"{r['decode_step_ms']:.2f} / {r['predicted_decode_step_ms']:.2f} |")
     (args.out / f"predict-{stamp}.md").write_text("\n".join(lines) + "\n")
     print(json.dumps({k: summary[k] for k in ("cpu_steal_pct", "repeat_spread", "prefill", "decode_step", "total",
-                                              "targets_met")}, indent=1))
+                                              "drift_normalized", "targets_met")}, indent=1))
 
 
 if __name__ == "__main__":
