@@ -57,6 +57,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise BackendUnavailableError("edgert serve is unavailable: install edgert[serve] (fastapi, uvicorn)") from exc
 
 DEFAULT_QUEUE_SIZE = 4
+#: largest request body read (a 2048-token context is a few kB of text; this leaves room for
+#: long message histories while a runaway client cannot make the server buffer gigabytes)
+MAX_BODY_BYTES = 8 << 20
 DISCONNECT_POLL_S = 0.05
 #: the runtime's finish reasons as OpenAI's (the runtime's own stays in edgert.finish_reason)
 _FINISH = {"stop": "stop", "length": "length", "deadline": "length"}
@@ -585,7 +588,7 @@ def create_app(server: Server) -> FastAPI:
 
     async def complete(kind: str, request: Request):
         try:
-            job = server.parse(kind, await request.body())
+            job = server.parse(kind, await _read_body(request))
             server.admit(job)
         except RequestError as exc:
             return exc.response()
@@ -617,6 +620,20 @@ def create_app(server: Server) -> FastAPI:
         return await complete("completion", request)
 
     return app
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused with 413 beyond MAX_BODY_BYTES (before or while reading)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise RequestError(413, f"the request body must be at most {MAX_BODY_BYTES} bytes, found {declared}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestError(413, f"the request body must be at most {MAX_BODY_BYTES} bytes, found more")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _disconnected() -> JSONResponse:

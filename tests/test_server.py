@@ -169,6 +169,13 @@ def test_prompt_longer_than_the_context_is_a_400(served, stream):
     assert got == 400 and "context holds" in data["error"]["message"]
 
 
+def test_an_oversized_body_is_a_413_without_buffering_it(served):
+    from edgert.server import MAX_BODY_BYTES
+
+    got, _h, data = served.raw("POST", "/v1/completions", b"x" * (MAX_BODY_BYTES + 1))
+    assert got == 413 and "at most" in data["error"]["message"]
+
+
 def test_unknown_path_and_method_are_json_4xx(served):
     assert served.raw("GET", "/v1/nothing")[0] == 404
     status, _h, data = served.raw("GET", "/v1/chat/completions")
