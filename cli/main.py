@@ -726,22 +726,10 @@ def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[
 
 
 # ---------------------------------------------------------------------------- serve
-def _check_port_free(host: str, port: int) -> None:
-    import os
-    import socket
-
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as exc:
-        raise UsageError(f"--host/--port: expected an address edgert can listen on, found {host}:{port} "
-                         f"unavailable ({os.strerror(exc.errno) if exc.errno else exc})") from None
-
-
 @main.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free one).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
 @click.option("--profile", "device_profile", type=click.Path(path_type=Path),
               help="Device profile JSON: enables strategy auto and power_w / energy_j per request.")
 @click.option("--queue", "queue_size", default=4, show_default=True, type=click.IntRange(min=0),
@@ -771,10 +759,10 @@ def serve(bundle_dir: Path, host: str, port: int, device_profile: Optional[Path]
         "messages": [{"role": "user", "content": "Hello"}]}'
     """
     from edgert.runtime import Runtime
-    from edgert.server import Server, serve as run_server  # needs edgert[serve]; says so if missing
+    from edgert.server import Server, check_address, serve as run_server  # needs edgert[serve]; says so if missing
 
     default_deadline_s = parse_duration_s(default_deadline, "--default-deadline")
-    _check_port_free(host, port)  # before loading models: a taken port is a one-line error, at once
+    check_address(host, port)  # before loading models: a taken port is a one-line error, at once
     with Runtime(bundle_dir, n_ctx=n_ctx, n_threads=threads, profile=device_profile, trace_path=trace_path) as runtime:
         # with a profile the planner may pick any calibrated variant: load them all up front
         loaded = runtime.preload() if device_profile else runtime.preload([runtime.default_variant])

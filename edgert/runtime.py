@@ -478,14 +478,14 @@ class Runtime:
     def sigma(self, variant: str) -> float:
         """Relative standard deviation of this runtime's latency predictions for a variant.
 
-        Starts as the profile's (from its held-out error) and moves to the spread actually
-        seen here: the residuals are log(observed / corrected prediction) of recent requests,
-        their spread is the median absolute residual x 1.4826 (the standard deviation of a
-        normal error with that median; a median so that the few residuals right after a step
-        change in speed, which the correction absorbs within a few requests, do not inflate
-        it for the next SIGMA_WINDOW requests; and only from SIGMA_MIN_OBSERVATIONS on), pooled with the profile's figure weighted as
-        SIGMA_PRIOR_WEIGHT requests. A steady device narrows the planner's safety margin; an
-        erratic one (a busy CPU, thermal throttling) widens it."""
+        Starts as the profile's (from its held-out error) and moves to the spread seen here.
+        The residuals are log(observed / corrected prediction) of the last SIGMA_WINDOW
+        requests. From SIGMA_MIN_OBSERVATIONS of them on, their spread is the median absolute
+        residual x 1.4826 (the standard deviation of a normal error with that median), pooled
+        with the profile's figure weighted as SIGMA_PRIOR_WEIGHT requests. The median keeps
+        the few residuals right after a step change in speed, which the correction absorbs
+        within a few requests, from widening the margin for a whole window. A steady device
+        narrows the planner's safety margin; an erratic one (a busy CPU, throttling) widens it."""
         from statistics import median
 
         from .planner import SIGMA_FLOOR, profile_sigma

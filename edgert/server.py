@@ -476,7 +476,7 @@ class Server:
 
     def body(self, job: Job, result: Optional[RuntimeResult]) -> Dict[str, Any]:
         text = result.text if result else ""
-        finish = _FINISH.get(result.finish_reason, "stop") if result else "length"
+        finish = _finish(result)
         if job.kind == "chat":
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                       "finish_reason": finish}
@@ -504,6 +504,11 @@ class Server:
             data["usage"] = self.usage(result)
             data["edgert"] = self.telemetry(job, result)
         return f"data: {json.dumps(data)}\n\n"
+
+
+def _finish(result: Optional[RuntimeResult]) -> str:
+    """OpenAI's finish_reason for a result (None: the deadline passed in the queue)."""
+    return _FINISH.get(result.finish_reason, "stop") if result else "length"
 
 
 def _error_for(exc: BaseException) -> RequestError:
@@ -660,47 +665,38 @@ async def _wait(server: Server, job: Job, request: Request, ready, waiter) -> st
     return "ready"
 
 
+async def _next_event(server: Server, job: Job, request: Request) -> str:
+    return await _wait(server, job, request, lambda: not job.events.empty(), job.events.wait)
+
+
 async def _stream(server: Server, job: Job, future, request: Request):
     """Server-sent events. The first event is awaited before answering, so an error that
     happens before any token (a prompt longer than the context) is still a 4xx."""
-    outcome = await _wait(server, job, request, lambda: not job.events.empty(), job.events.wait)
+    outcome = await _next_event(server, job, request)
     if outcome == "disconnected":
         return _disconnected()
-    if outcome == "expired":
-        async def expired():
-            yield server.chunk(job, text="", first=True)
-            yield server.chunk(job, finish="length", result=None, final=True)
-            yield "data: [DONE]\n\n"
-        return StreamingResponse(expired(), media_type="text/event-stream")
-    first = job.events.take()
-    if first[0] == "done" and future.exception() is not None:
+    first = job.events.take() if outcome == "ready" else ("done", None)  # expired: nothing ran
+    if outcome == "ready" and first[0] == "done" and future.exception() is not None:
         return _error_for(future.exception()).response()
 
     async def events():
         event, opened = first, False
         try:
-            while True:
-                if event[0] == "disconnected":
-                    job.cancel.cancel()
-                    return
-                if event[0] == "token":
-                    yield server.chunk(job, text=event[1], first=not opened)
-                    opened = True
-                elif event[0] == "done":
-                    break
-                if await _wait(server, job, request, lambda: not job.events.empty(), job.events.wait) == "disconnected":
+            while event[0] == "token":
+                yield server.chunk(job, text=event[1], first=not opened)
+                opened = True
+                if await _next_event(server, job, request) == "disconnected":
                     return
                 event = job.events.take()
-            exc = future.exception()
+            exc = future.exception() if future.done() else None
             if exc is not None:  # after tokens were sent the status is already 200: report it in the stream
                 err = _error_for(exc)
                 yield f"data: {json.dumps({'error': {'message': err.message, 'type': err.kind}})}\n\n"
                 return
-            result = future.result()
-            if not opened:  # nothing streamed yet (strategies answer at the end): send the whole text
+            result = future.result() if outcome == "ready" else None
+            if not opened:  # nothing streamed (strategies answer at the end; an expired job): the whole text
                 yield server.chunk(job, text=result.text if result else "", first=True)
-            finish = _FINISH.get(result.finish_reason, "stop") if result else "length"
-            yield server.chunk(job, finish=finish, result=result, final=True)
+            yield server.chunk(job, finish=_finish(result), result=result, final=True)
             yield "data: [DONE]\n\n"
         finally:
             if not future.done():  # the client went away mid-stream (the generator was closed)
@@ -708,6 +704,19 @@ async def _stream(server: Server, job: Job, future, request: Request):
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def check_address(host: str, port: int) -> None:
+    """Raise UsageError unless the server could listen on host:port (taken, or not this host's)."""
+    import os
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--host/--port: expected an address edgert can listen on, found {host}:{port} "
+                         f"unavailable ({os.strerror(exc.errno) if exc.errno else exc})") from None
 
 
 def serve(server: Server, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:

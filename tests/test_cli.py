@@ -117,5 +117,8 @@ def test_serve_refuses_bad_settings_in_one_line_before_loading(smollm2_bundle):
         port = taken.getsockname()[1]
         busy = invoke("serve", smollm2_bundle, "--port", port)
     assert busy.exit_code == 2 and f"127.0.0.1:{port} unavailable" in busy.output
-    missing = invoke("serve", smollm2_bundle.parent / "no-such-bundle", "--port", 0)
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        free = probe.getsockname()[1]
+    missing = invoke("serve", smollm2_bundle.parent / "no-such-bundle", "--port", free)
     assert missing.exit_code != 0 and "bundle not found" in missing.output
+    assert invoke("serve", smollm2_bundle, "--port", 0).exit_code == 2  # a port is needed to tell clients

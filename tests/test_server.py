@@ -272,3 +272,19 @@ def test_chat_client_example_talks_to_the_server(served):
     gone = subprocess.run([sys.executable, str(example), "--url", "http://127.0.0.1:9/v1", "--once", "hi"],
                           capture_output=True, text=True, timeout=60)
     assert gone.returncode == 2 and "no edgert server" in gone.stderr
+
+
+def test_a_stream_whose_deadline_passes_in_the_queue_is_answered_empty_at_its_deadline(served):
+    busy = _open_stream(served.port, max_tokens=300, deadline_ms=3000)  # holds the runtime for ~3 s
+    assert b"200 OK" in busy.recv(4096)
+    start = time.monotonic()
+    status, _h, text = served.raw("POST", "/v1/completions", {"model": "smol", "prompt": "hi", "stream": True,
+                                                             "deadline_ms": 300})
+    waited_ms = (time.monotonic() - start) * 1000
+    busy.close()
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    assert status == 200 and text.rstrip().endswith("data: [DONE]")
+    final = events[-1]
+    assert final["choices"][0]["finish_reason"] == "length"
+    assert final["edgert"]["deadline_cut"] and final["edgert"]["tokens_out"] == 0
+    assert final["edgert"]["deadline_met"] and waited_ms < 300 + 200  # answered at its deadline, not after the other
