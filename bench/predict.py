@@ -17,7 +17,7 @@
 
 Writes bench/results/predict-<stamp>.json (raw), .md (table) and the roofline PNG.
 
-Usage: python bench/predict.py [--configs 40] [--seed 1] [--out bench/results]
+Usage: python bench/predict.py [--configs 40] [--seed 1] [--repeats 3] [--threads N] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -66,9 +66,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3,
                         help="measurements per held-out configuration, in interleaved passes (median)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="llama.cpp threads for the profile and the measurements (default: physical cores)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    threads = default_threads()
+    threads = args.threads or default_threads()
     bundle = bench_bundle()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -187,7 +189,7 @@ def main() -> None:
               "summary": summary, "configs": rows}
     (args.out / f"predict-{stamp}.json").write_text(json.dumps(record, indent=1) + "\n")
     lines = [f"# predict {stamp}", "",
-             f"Quick profile: {profile_s:.0f} s. Held-out configurations: {len(rows)}, each measured "
+             f"Threads: {threads}. Quick profile: {profile_s:.0f} s. Held-out configurations: {len(rows)}, each measured "
              f"{args.repeats} times (median). CPU steal during the run: {steal_pct:.1f}%. Repeat-to-repeat "
              f"spread (median / p90): prefill {summary['repeat_spread']['prefill']}, "
              f"decode step {summary['repeat_spread']['decode_step']}.", "",

@@ -473,6 +473,29 @@ def _profile_table(profile) -> Table:
     return table
 
 
+#: repeats of one measurement differing by more than this (median) make the device too noisy
+#: for the ±10% a prediction aims at: the profile command says so
+NOISY_SPREAD_PCT = 10.0
+
+
+def _noise_warning(profile) -> Optional[str]:
+    """One line when repeats of the same measurement disagree by more than NOISY_SPREAD_PCT."""
+    noisy = []
+    for name, v in profile.variants.items():
+        spread = v.fit_error.get("repeat_spread_pct") or {}
+        worst = max((spread.get(k, float("nan")) for k in ("prefill", "decode")), default=float("nan"))
+        if worst > NOISY_SPREAD_PCT:
+            noisy.append((name, v.threads, spread))
+    if not noisy:
+        return None
+    name, threads, spread = noisy[0]
+    advice = (f"stop other programs, or profile and run with --threads {threads - 1} "
+              f"(slower, but it leaves a core to the rest)") if threads > 1 else "stop other programs"
+    return (f"timing noise: {name} at {threads} threads: repeats of one measurement differ by a median of "
+            f"{spread['prefill']:.0f}% (prefill) / {spread['decode']:.0f}% (decode), so single runs will miss "
+            f"predictions by as much; usually other work shares these cores: {advice}")
+
+
 @main.command()
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path), help="Measure the variants of this bundle too (prefill, decode x batch 1-8).")
 @click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
@@ -546,6 +569,9 @@ def profile(bundle_dir: Optional[Path], variants: List[str], quick: bool, out_pa
         click.echo(json.dumps(result.to_dict(), indent=1))
         return
     con.print(_profile_table(result))
+    warning = _noise_warning(result)
+    if warning:
+        err.print(Text(warning, style="yellow"))
     err.print(Text(f"profile written: {out_path}" + (f"; roofline plot: {plot_path}" if plot_path and not no_plot and result.variants else ""), style="dim"))
 
 

@@ -14,7 +14,7 @@ from ..runtime import default_threads, open_runner
 from .costs import costs_from_file
 from .microbench import run_microbenchmarks
 from .profile import DeviceProfile, VariantProfile
-from .roofline import error_stats, fit_decode, fit_prefill
+from .roofline import error_stats, fit_decode, fit_prefill, repeat_spread_pct
 
 #: progress(label, done, total) — done/total count measurement steps
 Progress = Optional[Callable[[str, int, int], None]]
@@ -92,7 +92,7 @@ def measure_variant(runner, plan: ProfilePlan, meter: _Meter, progress: Progress
     # machine lasts longer than one length's measurements, and the median of interleaved
     # repeats drops it where back-to-back repeats would all share it.
     prefill_ms: Dict[int, List[float]] = {length: [] for length in plan.prefill_lengths}
-    decode_ms: Dict[tuple, List[float]] = {(length, b): [] for length in plan.prefill_lengths for b in plan.batches}
+    decode_ms: Dict[tuple, List[List[float]]] = {(length, b): [] for length in plan.prefill_lengths for b in plan.batches}
     for _ in range(plan.reps):
         for length in plan.prefill_lengths:
             # each repeat re-evaluates the prompt, then times decode steps on top of it
@@ -102,14 +102,14 @@ def measure_variant(runner, plan: ProfilePlan, meter: _Meter, progress: Progress
                 progress(f"{label} prefill {length} tokens", done, total)
             for batch in plan.batches:
                 steps = meter.measure(lambda: runner.measure_decode_ms(length, batch, plan.decode_steps + 1), e_decode)
-                decode_ms[(length, batch)] += steps[1:]  # the first step after a cache change pays one-off costs
+                decode_ms[(length, batch)].append(steps[1:])  # the first step after a cache change pays one-off costs
                 done += 1
                 if progress:
                     progress(f"{label} decode ctx {length} x{batch}", done, total)
     for length in plan.prefill_lengths:
         prefill.append({"n_tokens": length, "ms": statistics.median(prefill_ms[length]), "raw_ms": prefill_ms[length]})
         for batch in plan.batches:
-            steps = decode_ms[(length, batch)]
+            steps = [ms for rep in decode_ms[(length, batch)] for ms in rep]
             decode.append({"context_len": length, "batch": batch, "ms": statistics.median(steps), "raw_ms": steps})
     prefill_tokens = sum(s["n_tokens"] * len(s["raw_ms"]) for s in prefill)
     decode_tokens = sum(s["batch"] * (plan.decode_steps + 1) * plan.reps for s in decode)
@@ -120,7 +120,11 @@ def measure_variant(runner, plan: ProfilePlan, meter: _Meter, progress: Progress
         "provenance": e_decode.provenance,
         "source": e_decode.source,
     }
-    return {"prefill": prefill, "decode": decode, "energy": energy}
+    # the same measurement repeated: a prefill, or a repeat's mean decode step
+    noise = {"prefill": repeat_spread_pct(list(prefill_ms.values())),
+             "decode": repeat_spread_pct([[statistics.mean(rep) for rep in reps] for reps in decode_ms.values()]),
+             "reps": plan.reps}
+    return {"prefill": prefill, "decode": decode, "energy": energy, "repeat_spread_pct": noise}
 
 
 def fit_variant(name: str, sha256: str, quantization: str, costs, threads: int, measured: Dict[str, Any],
@@ -144,6 +148,8 @@ def fit_variant(name: str, sha256: str, quantization: str, costs, threads: int, 
                                            [pf.predict_ms(costs, peak_flops, bw, s["n_tokens"]) for s in prefill])
     fit_error["decode_all"] = error_stats([s["ms"] for s in decode],
                                           [df.predict_ms(costs, peak_flops, bw, s["context_len"], s["batch"]) for s in decode])
+    if "repeat_spread_pct" in measured:
+        fit_error["repeat_spread_pct"] = measured["repeat_spread_pct"]
     return VariantProfile(name=name, sha256=sha256, quantization=quantization, costs=costs, threads=threads,
                           prefill=pf, decode=df,
                           samples={"prefill": prefill, "decode": decode},

@@ -76,6 +76,15 @@ def error_stats(measured: Sequence[float], predicted: Sequence[float]) -> Dict[s
     return {"n": int(m.size), "mape_pct": float(100 * rel.mean()), "within_10pct": float((rel <= 0.10).mean())}
 
 
+def repeat_spread_pct(raw: Sequence[Sequence[float]]) -> float:
+    """How much one measurement varies when repeated: the median over measurements of
+    (max - min) / min of its repeats, in percent (NaN when none was repeated). No model can
+    predict single measurements closer than this; on a machine whose cores are shared with
+    other work it is the floor of the prediction error."""
+    spreads = [(max(r) - min(r)) / min(r) * 100 for r in raw if len(r) > 1 and min(r) > 0]
+    return float(np.median(spreads)) if spreads else float("nan")
+
+
 @dataclass
 class DecodeFit:
     """Fitted decode-step model of one variant on one device."""

@@ -26,6 +26,8 @@ def test_quick_profile_writes_a_usable_profile(quick_profile):
     variant = data["variants"]["smollm2-135m-instruct-q4_1"]
     assert len(variant["samples"]["prefill"]) == 6 and len(variant["samples"]["decode"]) == 48
     assert variant["energy"]["provenance"] == "estimated" and variant["energy"]["decode_j_per_token"] > 0
+    spread = variant["fit_error"]["repeat_spread_pct"]  # repeats of one measurement: the noise floor
+    assert spread["reps"] == 2 and 0 <= spread["prefill"] < 100 and 0 <= spread["decode"] < 100
     held = variant["fit_error"]["decode_held_out"]
     assert held["n"] == 16 and held["mape_pct"] < 25  # 2 held-out contexts x 8 batches; loose: the machine is shared; bench/predict.py measures accuracy
     profile = DeviceProfile.load(out)
@@ -46,3 +48,19 @@ def test_profile_refuses_bad_arguments_before_measuring(smollm2_bundle, tmp_path
     result = runner.invoke(main, ["profile", "--prior", "jetson-orin-nano-9gb", "--out", str(tmp_path / "p.json")])
     assert result.exit_code == 1 and "jetson-orin-nano-8gb" in result.stderr
     assert not (tmp_path / "p.json").exists()
+
+
+def test_noise_warning_names_the_spread_and_suggests_fewer_threads(quick_profile):
+    from edgert.cli.main import _noise_warning
+
+    profile = DeviceProfile.load(quick_profile[0])
+    variant = profile.variants["smollm2-135m-instruct-q4_1"]
+    variant.fit_error["repeat_spread_pct"] = {"prefill": 4.0, "decode": 6.0, "reps": 2}
+    assert _noise_warning(profile) is None
+    variant.fit_error["repeat_spread_pct"] = {"prefill": 4.0, "decode": 17.0, "reps": 2}
+    warning = _noise_warning(profile)
+    assert "17% (decode)" in warning and "--threads 1" in warning  # profiled at 2 threads
+    variant.threads = 1
+    assert "--threads" not in _noise_warning(profile)
+    del variant.fit_error["repeat_spread_pct"]  # a profile written before the spread was recorded
+    assert _noise_warning(profile) is None

@@ -1,11 +1,13 @@
 """The fitting code recovers known parameters from synthetic samples."""
 
+import math
+
 import numpy as np
 import pytest
 
 from edgert.profiler.costs import ModelCosts
 from edgert.profiler.roofline import (DEFAULT_UBATCH, DecodeFit, PrefillFit, error_stats, fit_decode, fit_prefill,
-                                     nelder_mead, prefill_chunks)
+                                     nelder_mead, prefill_chunks, repeat_spread_pct)
 
 COSTS = ModelCosts(matmul_params=134_479_872, weight_bytes_per_step=96_576_768, kv_bytes_per_token=23_040,
                    attn_flops_per_ctx_token=69_120, n_layer=30)
@@ -175,3 +177,8 @@ def test_error_stats():
     assert stats["mape_pct"] == pytest.approx(7.5)
     assert stats["within_10pct"] == 0.75
 
+
+
+def test_repeat_spread_is_the_median_relative_range_of_repeated_measurements():
+    assert repeat_spread_pct([[100, 110], [50, 50, 60], [10, 10.5]]) == pytest.approx(10.0)  # 10%, 20%, 5%
+    assert math.isnan(repeat_spread_pct([[100], []]))  # nothing repeated: unknown, not zero
