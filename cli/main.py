@@ -336,7 +336,7 @@ def demo(bundle_dir: Optional[Path], small_only: bool, deadlines: str, power: st
         profile.save(profile_path)
     else:
         err.print(Text(f"2/4 using the cached profile {profile_path} (--reprofile to measure again)", style="dim"))
-    con.print(_profile_table(profile))
+    _show_profile(profile)
 
     tasks = load_tasks("arithmetic")
     err.print("3/4 calibrating accuracy on the arithmetic task set (quick grid, 12 tasks; resumes if interrupted)")
@@ -496,6 +496,14 @@ def _noise_warning(profile) -> Optional[str]:
             f"predictions by as much; usually other work shares these cores: {advice}")
 
 
+def _show_profile(profile) -> None:
+    """The summary table, and the noise warning when repeats disagree."""
+    con.print(_profile_table(profile))
+    warning = _noise_warning(profile)
+    if warning:
+        err.print(Text(warning, style="yellow"))
+
+
 @main.command()
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path), help="Measure the variants of this bundle too (prefill, decode x batch 1-8).")
 @click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
@@ -568,10 +576,7 @@ def profile(bundle_dir: Optional[Path], variants: List[str], quick: bool, out_pa
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
         return
-    con.print(_profile_table(result))
-    warning = _noise_warning(result)
-    if warning:
-        err.print(Text(warning, style="yellow"))
+    _show_profile(result)
     err.print(Text(f"profile written: {out_path}" + (f"; roofline plot: {plot_path}" if plot_path and not no_plot and result.variants else ""), style="dim"))
 
 
