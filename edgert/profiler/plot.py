@@ -26,9 +26,10 @@ def roofline_png(profile: DeviceProfile, path: Path) -> Path:
     all_measured, all_predicted = [], []
     for i, (name, v) in enumerate(profile.variants.items()):
         color = colors[i % len(colors)]
-        fit = v.decode
-        roof = np.minimum(fit.eta_compute * peak, fit.eta_memory * bw * intensities)
-        roof_ax.loglog(intensities, roof / 1e9, "-", color=color, lw=1.5, label=f"{name}: fitted roof")
+        # decode (matrix-vector) and prefill (matrix-matrix) reach different fractions of the peak
+        for fit, style, kind in ((v.decode, "-", "decode"), (v.prefill, ":", "prefill")):
+            roof = np.minimum(fit.eta_compute * peak, fit.eta_memory * bw * intensities)
+            roof_ax.loglog(intensities, roof / 1e9, style, color=color, lw=1.5, label=f"{name}: fitted {kind} roof")
         for kind, marker in (("decode", "o"), ("prefill", "^")):
             xs, ys, measured, predicted = [], [], [], []
             for s in v.samples.get(kind, []):
