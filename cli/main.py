@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -483,17 +484,19 @@ def _noise_warning(profile) -> Optional[str]:
     noisy = []
     for name, v in profile.variants.items():
         spread = v.fit_error.get("repeat_spread_pct") or {}
-        worst = max((spread.get(k, float("nan")) for k in ("prefill", "decode")), default=float("nan"))
-        if worst > NOISY_SPREAD_PCT:
-            noisy.append((name, v.threads, spread))
+        known = {k: spread[k] for k in ("prefill", "decode") if isinstance(spread.get(k), (int, float))
+                 and math.isfinite(spread[k])}
+        if known and max(known.values()) > NOISY_SPREAD_PCT:
+            noisy.append((name, v.threads, known))
     if not noisy:
         return None
-    name, threads, spread = noisy[0]
+    name, threads, known = noisy[0]
     advice = (f"stop other programs, or profile and run with --threads {threads - 1} "
               f"(slower, but it leaves a core to the rest)") if threads > 1 else "stop other programs"
+    figures = " / ".join(f"{value:.0f}% ({kind})" for kind, value in known.items())
     return (f"timing noise: {name} at {threads} threads: repeats of one measurement differ by a median of "
-            f"{spread['prefill']:.0f}% (prefill) / {spread['decode']:.0f}% (decode), so single runs will miss "
-            f"predictions by as much; usually other work shares these cores: {advice}")
+            f"{figures}, so single runs will miss predictions by as much; usually other work shares these "
+            f"cores: {advice}")
 
 
 def _show_profile(profile) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -120,10 +121,10 @@ def measure_variant(runner, plan: ProfilePlan, meter: _Meter, progress: Progress
         "provenance": e_decode.provenance,
         "source": e_decode.source,
     }
-    # the same measurement repeated: a prefill, or a repeat's mean decode step
-    noise = {"prefill": repeat_spread_pct(list(prefill_ms.values())),
-             "decode": repeat_spread_pct([[statistics.mean(rep) for rep in reps] for reps in decode_ms.values()]),
-             "reps": plan.reps}
+    # the same measurement repeated: a prefill, or a repeat's mean decode step (None: one repeat)
+    spreads = {"prefill": repeat_spread_pct(list(prefill_ms.values())),
+               "decode": repeat_spread_pct([[statistics.mean(rep) for rep in reps] for reps in decode_ms.values()])}
+    noise = {**{k: (v if math.isfinite(v) else None) for k, v in spreads.items()}, "reps": plan.reps}
     return {"prefill": prefill, "decode": decode, "energy": energy, "repeat_spread_pct": noise}
 
 

@@ -62,5 +62,7 @@ def test_noise_warning_names_the_spread_and_suggests_fewer_threads(quick_profile
     assert "17% (decode)" in warning and "--threads 1" in warning  # profiled at 2 threads
     variant.threads = 1
     assert "--threads" not in _noise_warning(profile)
+    variant.fit_error["repeat_spread_pct"] = {"prefill": None, "decode": 17.0, "reps": 1}  # prefill not repeated
+    assert "17% (decode)" in _noise_warning(profile) and "prefill" not in _noise_warning(profile)
     del variant.fit_error["repeat_spread_pct"]  # a profile written before the spread was recorded
     assert _noise_warning(profile) is None
