@@ -36,7 +36,7 @@ from edgert.bundle import Bundle, MANIFEST_NAME, pack
 from edgert.models import packaged_model_path
 from edgert.profiler.measure import profile_device
 from edgert.profiler.plot import roofline_png
-from edgert.profiler.roofline import error_stats
+from edgert.profiler.roofline import error_stats, repeat_spread_pct
 from edgert.runners.llama_cpp import LlamaCppRunner
 from edgert.runtime import default_threads
 
@@ -158,8 +158,8 @@ def main() -> None:
     steal_pct = 100 * (steal_end[7] - steal_start[7]) / total if total else 0.0
 
     def spread(key):  # repeat-to-repeat variation of the same measurement: the noise floor
-        values = [(max(r[key]) - min(r[key])) / min(r[key]) * 100 for r in rows if len(r[key]) > 1]
-        return {"median_pct": statistics.median(values), "p90_pct": sorted(values)[int(0.9 * (len(values) - 1))]} if values else {}
+        raw = [r[key] for r in rows]
+        return {"median_pct": repeat_spread_pct(raw), "p90_pct": repeat_spread_pct(raw, 0.9)}
 
     summary = {"cpu_steal_pct": steal_pct,
                "repeat_spread": {"prefill": spread("prefill_repeats_ms"), "decode_step": spread("step_mean_repeats_ms")},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -474,35 +473,10 @@ def _profile_table(profile) -> Table:
     return table
 
 
-#: repeats of one measurement differing by more than this (median) make the device too noisy
-#: for the ±10% a prediction aims at: the profile command says so
-NOISY_SPREAD_PCT = 10.0
-
-
-def _noise_warning(profile) -> Optional[str]:
-    """One line when repeats of the same measurement disagree by more than NOISY_SPREAD_PCT."""
-    noisy = []
-    for name, v in profile.variants.items():
-        spread = v.fit_error.get("repeat_spread_pct") or {}
-        known = {k: spread[k] for k in ("prefill", "decode") if isinstance(spread.get(k), (int, float))
-                 and math.isfinite(spread[k])}
-        if known and max(known.values()) > NOISY_SPREAD_PCT:
-            noisy.append((name, v.threads, known))
-    if not noisy:
-        return None
-    name, threads, known = noisy[0]
-    advice = (f"stop other programs, or profile and run with --threads {threads - 1} "
-              f"(slower, but it leaves a core to the rest)") if threads > 1 else "stop other programs"
-    figures = " / ".join(f"{value:.0f}% ({kind})" for kind, value in known.items())
-    return (f"timing noise: {name} at {threads} threads: repeats of one measurement differ by a median of "
-            f"{figures}, so single runs will miss predictions by as much; usually other work shares these "
-            f"cores: {advice}")
-
-
 def _show_profile(profile) -> None:
     """The summary table, and the noise warning when repeats disagree."""
     con.print(_profile_table(profile))
-    warning = _noise_warning(profile)
+    warning = profile.noise_warning()
     if warning:
         err.print(Text(warning, style="yellow"))
 

@@ -33,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import socket
 import threading
 import time
 import uuid
@@ -224,6 +226,10 @@ class Metrics:
                 key = result.energy_provenance
                 self.energy_j[key] = self.energy_j.get(key, 0.0) + result.energy_j
 
+    def reject(self) -> None:
+        with self._lock:
+            self.rejected += 1
+
     def count_deadline(self, met: bool) -> None:
         with self._lock:
             self.deadline["met" if met else "missed"] += 1
@@ -399,7 +405,7 @@ class Server:
     def admit(self, job: Job) -> None:
         with self._count_lock:
             if self._admitted >= self.queue_size + 1:
-                self.metrics.rejected += 1
+                self.metrics.reject()
                 wait_s = max(1, math.ceil(self.metrics.typical_latency_s() * self._admitted))
                 raise RequestError(503, f"the server is busy: {self._admitted} requests admitted, queue holds "
                                    f"{self.queue_size}; retry after {wait_s} s", kind="server_busy",
@@ -474,32 +480,36 @@ class Server:
         completion = result.tokens_out if result else 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
+    @staticmethod
+    def _envelope(job: Job, choice: Dict[str, Any], chunk: bool) -> Dict[str, Any]:
+        """OpenAI's response object around one choice: chat and text completions differ in id
+        prefix and object name (a chat stream's pieces are chat.completion.chunk)."""
+        if job.kind == "chat":
+            obj, prefix = ("chat.completion.chunk" if chunk else "chat.completion"), "chatcmpl-"
+        else:
+            obj, prefix = "text_completion", "cmpl-"
+        return {"id": prefix + job.id, "object": obj, "created": job.created, "model": job.model, "choices": [choice]}
+
     def body(self, job: Job, result: Optional[RuntimeResult]) -> Dict[str, Any]:
         text = result.text if result else ""
-        finish = _finish(result)
+        choice: Dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": _finish(result)}
         if job.kind == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": finish}
-            obj, prefix = "chat.completion", "chatcmpl-"
+            choice["message"] = {"role": "assistant", "content": text}
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-            obj, prefix = "text_completion", "cmpl-"
-        return {"id": prefix + job.id, "object": obj, "created": job.created, "model": job.model,
-                "choices": [choice], "usage": self.usage(result), "edgert": self.telemetry(job, result)}
+            choice["text"] = text
+        return {**self._envelope(job, choice, chunk=False), "usage": self.usage(result),
+                "edgert": self.telemetry(job, result)}
 
     def chunk(self, job: Job, *, text: Optional[str] = None, finish: Optional[str] = None,
               first: bool = False, result: Optional[RuntimeResult] = None, final: bool = False) -> str:
+        choice: Dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
         if job.kind == "chat":
-            delta: Dict[str, Any] = {"role": "assistant"} if first else {}
+            choice["delta"] = {"role": "assistant"} if first else {}
             if text:
-                delta["content"] = text
-            choice: Dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            obj, prefix = "chat.completion.chunk", "chatcmpl-"
+                choice["delta"]["content"] = text
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-            obj, prefix = "text_completion", "cmpl-"
-        data: Dict[str, Any] = {"id": prefix + job.id, "object": obj, "created": job.created, "model": job.model,
-                                "choices": [choice]}
+            choice["text"] = text or ""
+        data = self._envelope(job, choice, chunk=True)
         if final:
             data["usage"] = self.usage(result)
             data["edgert"] = self.telemetry(job, result)
@@ -708,9 +718,6 @@ async def _stream(server: Server, job: Job, future, request: Request):
 
 def check_address(host: str, port: int) -> None:
     """Raise UsageError unless the server could listen on host:port (taken, or not this host's)."""
-    import os
-    import socket
-
     try:
         with socket.create_server((host, port)):
             pass

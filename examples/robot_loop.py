@@ -112,11 +112,7 @@ def run(args, period_s: float, deadline_s: float) -> int:
                 time.sleep(sleep)
             else:  # the cycle overran: resynchronize rather than bunch up cycles
                 overruns += 1
-                # start-up, before the first cycle: evaluate the fixed prompt prefix once, with no deadline,
-        # so that every cycle only evaluates its own last line (a cold 66-token prompt takes
-        # ~300 ms on 2 cores; with the prefix cached a decision takes ~40 ms)
-        runtime.generate(FEW_SHOT, max_tokens=1, chat=False)
-        next_tick = time.monotonic()
+                next_tick = time.monotonic()
     summary = {
         "cycles": args.cycles, "hz": args.hz, "deadline_ms": args.deadline_ms,
         "deadline_hit_rate": met / args.cycles, "cycle_overruns": overruns,

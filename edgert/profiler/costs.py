@@ -33,9 +33,11 @@ class ModelCosts:
     def decode_bytes(self, context_len: float, batch: float) -> float:
         return self.weight_bytes_per_step + batch * context_len * self.kv_bytes_per_token
 
-    def prefill_linear_flops(self, n_tokens: float) -> float:
-        """Weight FLOPs of a prompt: every layer for every token, the vocabulary projection once."""
-        return 2 * (n_tokens * (self.matmul_params - self.output_params) + min(n_tokens, 1) * self.output_params)
+    def prefill_linear_flops(self, n_tokens: float, logits: bool = True) -> float:
+        """Weight FLOPs of a prompt: every layer for every token, the vocabulary projection once
+        (``logits=False``: not at all, as in a micro-batch before a prompt's last)."""
+        projection = min(n_tokens, 1) * self.output_params if logits else 0
+        return 2 * (n_tokens * (self.matmul_params - self.output_params) + projection)
 
     def prefill_flops(self, n_tokens: float) -> float:
         # causal attention: token i attends to i positions -> n^2 / 2 pairs

@@ -8,6 +8,7 @@ prior; every prediction made from a prior says so (``source == "prior"``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -18,6 +19,9 @@ from .costs import ModelCosts
 from .roofline import DecodeFit, PrefillFit
 
 PROFILE_SCHEMA_VERSION = 1
+#: repeats of one measurement differing by more than this (median, %) make single runs miss
+#: the ±10% a prediction aims at (DeviceProfile.noise_warning)
+NOISY_SPREAD_PCT = 10.0
 
 
 @dataclass
@@ -109,6 +113,22 @@ class DeviceProfile:
     def predict_energy_j(self, variant: str, prompt_tokens: int, output_tokens: int, batch: int = 1) -> float:
         e = self.variant(variant).energy
         return e.get("prefill_j_per_token", 0.0) * prompt_tokens + e.get("decode_j_per_token", 0.0) * output_tokens * batch
+
+    def noise_warning(self) -> Optional[str]:
+        """One line when repeats of one measurement (``fit_error.repeat_spread_pct``) differ by
+        more than NOISY_SPREAD_PCT for some variant, else None."""
+        for name, v in self.variants.items():
+            spread = v.fit_error.get("repeat_spread_pct") or {}
+            known = {k: spread[k] for k in ("prefill", "decode")
+                     if isinstance(spread.get(k), (int, float)) and math.isfinite(spread[k])}
+            if known and max(known.values()) > NOISY_SPREAD_PCT:
+                advice = (f"stop other programs, or profile and run with {v.threads - 1} thread(s) "
+                          f"(slower, but it leaves a core to the rest)") if v.threads > 1 else "stop other programs"
+                figures = " / ".join(f"{value:.0f}% ({kind})" for kind, value in known.items())
+                return (f"timing noise: {name} at {v.threads} threads: repeats of one measurement differ by a "
+                        f"median of {figures}, so single runs will miss predictions by as much; usually other "
+                        f"work shares these cores: {advice}")
+        return None
 
     # --------------------------------------------------------------------- I/O
     def to_dict(self) -> Dict[str, Any]:

@@ -76,13 +76,13 @@ def error_stats(measured: Sequence[float], predicted: Sequence[float]) -> Dict[s
     return {"n": int(m.size), "mape_pct": float(100 * rel.mean()), "within_10pct": float((rel <= 0.10).mean())}
 
 
-def repeat_spread_pct(raw: Sequence[Sequence[float]]) -> float:
-    """How much one measurement varies when repeated: the median over measurements of
-    (max - min) / min of its repeats, in percent (NaN when none was repeated). No model can
-    predict single measurements closer than this; on a machine whose cores are shared with
-    other work it is the floor of the prediction error."""
+def repeat_spread_pct(raw: Sequence[Sequence[float]], quantile: float = 0.5) -> float:
+    """How much one measurement varies when repeated: the median (or another quantile) over
+    measurements of (max - min) / min of its repeats, in percent (NaN when none was
+    repeated). No model can predict single measurements closer than this; on a machine
+    whose cores are shared with other work it is the floor of the prediction error."""
     spreads = [(max(r) - min(r)) / min(r) * 100 for r in raw if len(r) > 1 and min(r) > 0]
-    return float(np.median(spreads)) if spreads else float("nan")
+    return float(np.quantile(spreads, quantile)) if spreads else float("nan")
 
 
 @dataclass
@@ -178,9 +178,8 @@ class PrefillFit:
                  last: bool = True) -> float:
         """One micro-batch of ``size`` tokens after ``start`` cached ones; the vocabulary
         projection is computed in the last one only (only the last position needs logits)."""
-        linear_flops = 2 * size * (costs.matmul_params - costs.output_params) + (2 * costs.output_params if last else 0)
-        compute_s = linear_flops / (self.eta_compute * peak_flops)
-        memory_s = (costs.weight_bytes_per_step + size * costs.kv_bytes_per_token) / (self.eta_memory * bw_bytes)
+        compute_s = costs.prefill_linear_flops(size, logits=last) / (self.eta_compute * peak_flops)
+        memory_s = costs.prefill_bytes(size, self.ubatch) / (self.eta_memory * bw_bytes)  # one weight pass
         attention_s = costs.attn_flops_per_ctx_token * size * (start + size / 2) / (self.eta_attention * peak_flops)
         return 1000 * (max(compute_s, memory_s) + attention_s) + self.chunk_overhead_ms
 

@@ -51,18 +51,16 @@ def test_profile_refuses_bad_arguments_before_measuring(smollm2_bundle, tmp_path
 
 
 def test_noise_warning_names_the_spread_and_suggests_fewer_threads(quick_profile):
-    from edgert.cli.main import _noise_warning
-
     profile = DeviceProfile.load(quick_profile[0])
     variant = profile.variants["smollm2-135m-instruct-q4_1"]
     variant.fit_error["repeat_spread_pct"] = {"prefill": 4.0, "decode": 6.0, "reps": 2}
-    assert _noise_warning(profile) is None
+    assert profile.noise_warning() is None
     variant.fit_error["repeat_spread_pct"] = {"prefill": 4.0, "decode": 17.0, "reps": 2}
-    warning = _noise_warning(profile)
-    assert "17% (decode)" in warning and "--threads 1" in warning  # profiled at 2 threads
+    warning = profile.noise_warning()
+    assert "17% (decode)" in warning and "run with 1 thread(s)" in warning  # profiled at 2 threads
     variant.threads = 1
-    assert "--threads" not in _noise_warning(profile)
+    assert "thread(s)" not in profile.noise_warning()
     variant.fit_error["repeat_spread_pct"] = {"prefill": None, "decode": 17.0, "reps": 1}  # prefill not repeated
-    assert "17% (decode)" in _noise_warning(profile) and "prefill" not in _noise_warning(profile)
+    assert "17% (decode)" in profile.noise_warning() and "prefill" not in profile.noise_warning()
     del variant.fit_error["repeat_spread_pct"]  # a profile written before the spread was recorded
-    assert _noise_warning(profile) is None
+    assert profile.noise_warning() is None

@@ -181,4 +181,5 @@ def test_error_stats():
 
 def test_repeat_spread_is_the_median_relative_range_of_repeated_measurements():
     assert repeat_spread_pct([[100, 110], [50, 50, 60], [10, 10.5]]) == pytest.approx(10.0)  # 10%, 20%, 5%
+    assert repeat_spread_pct([[100, 110], [50, 50, 60], [10, 10.5]], quantile=1.0) == pytest.approx(20.0)
     assert math.isnan(repeat_spread_pct([[100], []]))  # nothing repeated: unknown, not zero
