@@ -122,8 +122,9 @@ class DeviceProfile:
             known = {k: spread[k] for k in ("prefill", "decode")
                      if isinstance(spread.get(k), (int, float)) and math.isfinite(spread[k])}
             if known and max(known.values()) > NOISY_SPREAD_PCT:
-                advice = (f"stop other programs, or profile and run with {v.threads - 1} thread(s) "
-                          f"(slower, but it leaves a core to the rest)") if v.threads > 1 else "stop other programs"
+                fewer = v.threads - 1
+                advice = (f"stop other programs, or profile and run with {fewer} thread{'s' if fewer > 1 else ''} "
+                          f"(--threads {fewer}; slower, but it leaves a core to the rest)") if fewer else "stop other programs"
                 figures = " / ".join(f"{value:.0f}% ({kind})" for kind, value in known.items())
                 return (f"timing noise: {name} at {v.threads} threads: repeats of one measurement differ by a "
                         f"median of {figures}, so single runs will miss predictions by as much; usually other "

@@ -57,9 +57,9 @@ def test_noise_warning_names_the_spread_and_suggests_fewer_threads(quick_profile
     assert profile.noise_warning() is None
     variant.fit_error["repeat_spread_pct"] = {"prefill": 4.0, "decode": 17.0, "reps": 2}
     warning = profile.noise_warning()
-    assert "17% (decode)" in warning and "run with 1 thread(s)" in warning  # profiled at 2 threads
+    assert "17% (decode)" in warning and "run with 1 thread (--threads 1" in warning  # profiled at 2 threads
     variant.threads = 1
-    assert "thread(s)" not in profile.noise_warning()
+    assert "--threads" not in profile.noise_warning()
     variant.fit_error["repeat_spread_pct"] = {"prefill": None, "decode": 17.0, "reps": 1}  # prefill not repeated
     assert "17% (decode)" in profile.noise_warning() and "prefill" not in profile.noise_warning()
     del variant.fit_error["repeat_spread_pct"]  # a profile written before the spread was recorded
