@@ -14,19 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Type
 
-from edgert.errors import EdgertError, UsageError
-
-
-class ConversionError(EdgertError):
-    """A conversion could not be done (unsupported model, tool failure, bad option)."""
-
-
-class QualityGateError(ConversionError):
-    """A converted artifact differs from its source by more than the thresholds allow."""
-
-
-#: progress(label, done, total)
-Progress = Optional[Callable[[str, int, int], None]]
+from edgert.errors import ConversionError, QualityGateError, UsageError
+from edgert.progress import Progress
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 

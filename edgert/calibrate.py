@@ -31,6 +31,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import UsageError
+from .progress import Progress
 from .planner import wilson_interval
 from .runners.base import GenerationResult, Runner, SamplingParams
 from .strategies import (
@@ -44,7 +45,6 @@ from .strategies import (
     vote_decided,
 )
 
-Progress = Optional[Callable[[str, int, int], None]]
 
 CALIBRATION_DIR = "calibration"
 

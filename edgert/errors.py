@@ -83,3 +83,11 @@ class DiskFullError(EdgertError):
 
 class InsufficientMemoryError(EdgertError):
     """A model, its KV cache and working buffers would not fit in the memory available."""
+
+
+class ConversionError(EdgertError):
+    """A conversion could not be done (unsupported model, tool failure, bad option)."""
+
+
+class QualityGateError(ConversionError):
+    """A converted artifact differs from its source by more than the thresholds allow."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import __version__
+from ..progress import Progress
 from ..bundle import Bundle
 from ..runtime import default_threads, open_runner
 from .costs import costs_from_file
@@ -18,7 +19,6 @@ from .profile import DeviceProfile, VariantProfile
 from .roofline import error_stats, fit_decode, fit_prefill, repeat_spread_pct
 
 #: progress(label, done, total) — done/total count measurement steps
-Progress = Optional[Callable[[str, int, int], None]]
 
 
 @dataclass(frozen=True)
