@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgert.models import packaged_model_path
-from edgert.runners.base import Deadline, SamplingParams
+from edgert.runners.types import Deadline, SamplingParams
 from edgert.runners.llama_cpp import LlamaCppRunner
 
 PROMPT = "Write a very long story about a robot that explores the ocean, with many chapters."

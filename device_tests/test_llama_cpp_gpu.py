@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgert.models import packaged_model_path
-from edgert.runners.base import Deadline, SamplingParams
+from edgert.runners.types import Deadline, SamplingParams
 from edgert.runners.llama_cpp import LlamaCppRunner
 
 REPORTS = Path(__file__).parent / "reports"

@@ -33,7 +33,8 @@ from .bundle import Bundle
 from .errors import UsageError
 from .progress import Progress
 from .planner import wilson_interval
-from .runners.base import GenerationResult, Runner, SamplingParams
+from .runners.types import GenerationResult, SamplingParams
+from .runners.base import Runner
 from .strategies import (
     SAMPLE_TEMPERATURE,
     SAMPLE_TOP_P,

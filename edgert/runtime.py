@@ -26,7 +26,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Union
 from .bundle import Bundle, Variant
 from .chat_template import Prompt
 from .errors import DeadlineError, UsageError
-from .runners.base import CancelToken, Deadline, GenerationResult, Runner, SamplingParams, TokenCallback, runner_for
+from .runners.types import CancelToken, Deadline, GenerationResult, SamplingParams, TokenCallback
+from .runners.base import Runner, runner_for
 
 #: weight of the newest observation in the online latency correction (per variant)
 CORRECTION_ALPHA = 0.5

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from .errors import DeadlineError, EdgertError, UsageError
-from .runners.base import RETURN_MARGIN_S, CancelToken
+from .runners.types import RETURN_MARGIN_S, CancelToken
 from .runtime import Runtime, RuntimeResult
 from .strategies import Strategy
 

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 from .errors import UsageError
-from .runners.base import CancelToken, Deadline, GenerationResult, Runner, SamplingParams
+from .runners.types import CancelToken, Deadline, GenerationResult, SamplingParams
+from .runners.base import Runner
 
 #: sampling settings of the multi-sample strategies (greedy and thinking run at temperature 0)
 SAMPLE_TEMPERATURE = 0.7

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgert.errors import RunnerStateError, UsageError
-from edgert.runners.base import CancelToken, Deadline, SamplingParams
+from edgert.runners.types import CancelToken, Deadline, SamplingParams
 from edgert.runners.llama_cpp import LlamaCppRunner
 
 STORY = "Write a very long story about a robot that explores the ocean, with many chapters."

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edgert.errors import ModelFileError
-from edgert.runners.base import CancelToken, Deadline, Runner, SamplingParams
+from edgert.runners.types import CancelToken, Deadline, SamplingParams
+from edgert.runners.base import Runner
 from edgert.runners.onnxruntime import OnnxRuntimeRunner
 
 pytestmark = pytest.mark.slow

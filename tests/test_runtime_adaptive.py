@@ -168,7 +168,7 @@ class _Observed:
     """What Runtime._observe reads from a runner: its step log and thread count."""
 
     def __init__(self, ms_per_step: float):
-        from edgert.runners.base import StepRecord
+        from edgert.runners.types import StepRecord
 
         self.n_threads = 2
         self.step_log = [StepRecord("decode", 1, 100 + i, ms_per_step) for i in range(20)]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgert.errors import UsageError
-from edgert.runners.base import CancelToken, Deadline, SamplingParams
+from edgert.runners.types import CancelToken, Deadline, SamplingParams
 from edgert.strategies import AnswerSpec, Config, ThinkingFormat, strategy, vote, vote_decided
 
 EASY = "What is the capital of France? Answer with one word."

@@ -10,7 +10,7 @@ from edgert.converters.gguf_writer import write_gguf
 from edgert.converters.pipeline import convert
 from edgert.converters.quality import SAMPLE_TEXT, LlamaCppCandidate, TorchReference, evaluate_lm
 from edgert.errors import UsageError
-from edgert.runners.base import SamplingParams
+from edgert.runners.types import SamplingParams
 from edgert.runners.llama_cpp import LlamaCppRunner
 
 from conftest import make_tiny

@@ -170,7 +170,7 @@ def _tiny_resnet(out: Path) -> Path:
 
 
 def test_tiny_llama_exports_runs_and_passes_the_gate(tiny_llama, tmp_path):
-    from edgert.runners.base import SamplingParams
+    from edgert.runners.types import SamplingParams
     from edgert.runners.onnxruntime import OnnxRuntimeRunner
 
     source = resolve_source(tiny_llama, tmp_path)

@@ -21,7 +21,7 @@ from gguf_factory import ARR, STR, U32, kv, write_gguf
 RSS_PROBE = r"""
 import json, logging, re, sys
 import psutil
-from edgert.runners.base import SamplingParams
+from edgert.runners.types import SamplingParams
 from edgert.runners.llama_cpp import LlamaCppRunner, _llama_cpp
 path, n_ctx, n_prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 buffers = {}

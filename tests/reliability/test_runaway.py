@@ -13,7 +13,7 @@ from typing import Dict, Sequence
 
 import pytest
 
-from edgert.runners.base import Deadline, SamplingParams
+from edgert.runners.types import Deadline, SamplingParams
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,128 @@
+"""What one request asks of the runtime, checked once.
+
+A ``Request`` is built by the Python API (``Runtime.generate``), the CLI (``edgert run``)
+and the server (``edgert serve``), and run by ``Runtime.run(request)``. ``check()`` holds
+every rule about a request's fields; the runtime adds only the rules that need its state
+(a device profile for ``strategy="auto"``, a variant the bundle has).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
+
+from .answers import ANSWER_TYPES
+from .chat_template import Prompt
+from .errors import UsageError
+from .runners.types import SamplingParams
+from .strategies import Strategy
+
+#: the planner chooses variant, strategy, N, budgets and threads
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call: the prompt, its limits, sampling, the strategy to use and what answer it wants.
+
+    prompt: a string, or a list of ``{"role", "content"}`` messages (chat only).
+    deadline_s: seconds from ``started_at`` (or from when the run starts); None: no deadline.
+    power_w, energy_j: limits for the planner (``strategy="auto"`` only).
+    strategy: None generates plainly with the sampling settings; "auto" plans; a strategy
+    name (see ``edgert.strategies``) runs that strategy with ``variant``, ``n`` and
+    ``think_tokens``, ``max_tokens`` being its answer budget.
+    answer_type (number, choice, text, regex), choices, pattern: how answers are extracted
+    and voted on. task_set: ask the question the way calibration asked that task set.
+    started_at: ``time.monotonic()`` when the request arrived (a queue's wait counts).
+    """
+
+    prompt: Prompt
+    chat: bool = True
+    system: Optional[str] = None
+    deadline_s: Optional[float] = None
+    power_w: Optional[float] = None
+    energy_j: Optional[float] = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: Optional[int] = None
+    stop: Tuple[str, ...] = ()
+    ignore_eos: bool = False
+    strategy: Optional[str] = None
+    variant: Optional[str] = None
+    n: Optional[int] = None
+    think_tokens: Optional[int] = None
+    answer_type: Optional[str] = None
+    choices: Tuple[str, ...] = ()
+    pattern: Optional[str] = None
+    task_set: Optional[str] = None
+    started_at: Optional[float] = None
+
+    def __post_init__(self) -> None:  # sequences given as lists become tuples (the request is frozen)
+        object.__setattr__(self, "stop", tuple(self.stop or ()))
+        object.__setattr__(self, "choices", tuple(self.choices or ()))
+
+    @property
+    def planned(self) -> bool:
+        return self.strategy == AUTO
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """The sampling settings of a plain run."""
+        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+                              seed=self.seed, stop=self.stop, ignore_eos=self.ignore_eos)
+
+    def with_(self, **changes) -> "Request":
+        return replace(self, **changes)
+
+    def check(self, *, has_profile: Optional[bool] = None) -> "Request":
+        """Raise UsageError naming the first field that breaks a rule; return the request.
+
+        has_profile: whether the runtime has a device profile (None: not known here)."""
+        _check_prompt(self.prompt, self.chat)
+        for name in ("deadline_s", "power_w", "energy_j"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise UsageError(f"{name} must be a positive number, found {value!r}")
+        names = (AUTO, *Strategy.registry)
+        if self.strategy is not None and self.strategy not in names:
+            raise UsageError(f"strategy must be one of {', '.join(names)}, found {self.strategy!r}")
+        if self.strategy != AUTO and (self.power_w is not None or self.energy_j is not None):
+            raise UsageError("power and energy limits are for the planner: use them with strategy auto")
+        if self.strategy is None:
+            extra = [name for name in ("n", "think_tokens", "answer_type", "task_set", "pattern")
+                     if getattr(self, name) is not None]
+            if extra:
+                raise UsageError(f"{', '.join(extra)} need a strategy (auto or a strategy name)")
+        if self.strategy == AUTO:
+            if self.deadline_s is None:
+                raise UsageError("strategy auto needs a deadline")
+            if has_profile is False:
+                raise UsageError("strategy auto needs a device profile (make one with edgert profile)")
+        self.sampling.check()
+        for name in ("n", "think_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UsageError(f"{name} must be a positive integer, found {value!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise UsageError(f"seed must be an integer, found {self.seed!r}")
+        if self.answer_type is not None and self.answer_type not in ANSWER_TYPES:
+            raise UsageError(f"answer_type must be one of {', '.join(ANSWER_TYPES)}, found {self.answer_type!r}")
+        if self.task_set is not None and not isinstance(self.prompt, str):
+            raise UsageError("a request with a task set takes the question as a string, found a message list")
+        return self
+
+
+def _check_prompt(prompt: Prompt, chat: bool) -> None:
+    if isinstance(prompt, str):
+        return
+    if not chat:
+        raise UsageError("a raw (non-chat) prompt must be a string, found a message list")
+    if not isinstance(prompt, (list, tuple)) or not prompt or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in prompt):
+        raise UsageError(f"prompt must be a string or a non-empty list of {{role, content}} messages, "
+                         f"found {prompt!r:.80}")

@@ -1,0 +1,126 @@
+"""The plain data a request, a runner and a strategy exchange: no engine, no model.
+
+Deadline and CancelToken are the two controls of a generation; SamplingParams what to draw;
+GenerationResult what came back, with its StepRecords (the telemetry the latency model learns
+from). The runtime, the strategies and the server use these without importing the Runner.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from ..errors import UsageError
+
+#: generation stops this long before the deadline, so that stopping (an abort inside
+#: llama.cpp) and returning the result land before it. Measured on the 2-core VM (pareto
+#: runs): deadline-cut requests returned 1-3 ms after the stop point typically, 6.4 ms at
+#: worst of 128 (bench/results/pareto-20261124-032403), which a 4 ms margin let through
+RETURN_MARGIN_S = 0.010
+
+#: why a generation ended; "dropped" marks a sample a strategy no longer needed (its vote was decided)
+FINISH_REASONS = ("stop", "eos", "length", "deadline", "cancelled", "dropped")
+
+
+class Deadline:
+    """A wall-clock deadline on the monotonic clock. ``Deadline(None)`` never expires."""
+
+    def __init__(self, seconds: Optional[float], start: Optional[float] = None):
+        if seconds is not None and (not math.isfinite(seconds) or seconds <= 0):
+            raise UsageError(f"deadline must be a positive number of seconds, found {seconds!r}")
+        self.start = time.monotonic() if start is None else start
+        self.seconds = seconds
+        self.at = None if seconds is None else self.start + seconds
+
+    def remaining_s(self) -> float:
+        return math.inf if self.at is None else self.at - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.start
+
+
+class CancelToken:
+    """Thread-safe cancellation flag: another thread calls ``cancel()``."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+class StepRecord(NamedTuple):
+    kind: str  # "prefill" / "prefill-cut" (stopped by the deadline): tokens; "decode": sequences in the batch
+    size: int
+    context: int
+    ms: float
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: Optional[int] = None
+    stop: Sequence[str] = ()
+    ignore_eos: bool = False  # never end at EOS (tests of runaway generation, fixed-length runs)
+
+    def check(self) -> None:
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise UsageError(f"max_tokens must be a positive integer, found {self.max_tokens!r}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise UsageError(f"temperature must be >= 0, found {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"top_p must be in (0, 1], found {self.top_p!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise UsageError(f"stop strings must be non-empty strings, found {list(self.stop)!r}")
+
+
+@dataclass
+class GenerationResult:
+    """The generated text and what it cost."""
+
+    text: str
+    finish_reason: str
+    tokens_in: int
+    tokens_out: int
+    prefill_ms: float
+    decode_step_ms: List[float]
+    total_ms: float
+    deadline_s: Optional[float] = None
+    token_ids: List[int] = field(default_factory=list)
+    token_logprobs: List[float] = field(default_factory=list)
+    cached_tokens: int = 0  # prompt tokens found in the cache and not evaluated again
+
+    @property
+    def deadline_cut(self) -> bool:
+        return self.finish_reason == "deadline"
+
+    @property
+    def decode_ms(self) -> float:
+        return float(sum(self.decode_step_ms))
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        steps = len(self.decode_step_ms)
+        return steps / (self.decode_ms / 1000) if steps and self.decode_ms > 0 else 0.0
+
+    @property
+    def mean_logprob(self) -> float:
+        return float(np.mean(self.token_logprobs)) if self.token_logprobs else float("-inf")
+
+
+#: on_token(text_piece, token_id) — called for every emitted piece of text
+TokenCallback = Callable[[str, int], None]
