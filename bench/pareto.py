@@ -42,7 +42,8 @@ from edgert.calibrate import DEFAULT_GRID, Grid, calibrate  # noqa: E402
 from edgert.planner import wilson_interval  # noqa: E402
 from edgert.profiler.measure import profile_device  # noqa: E402
 from edgert.profiler.profile import DeviceProfile  # noqa: E402
-from edgert.runtime import Runtime, default_threads  # noqa: E402
+from edgert.devices.cpu import default_threads  # noqa: E402
+from edgert.runtime import Runtime  # noqa: E402
 from edgert.tasks import load_tasks  # noqa: E402
 
 

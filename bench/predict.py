@@ -38,7 +38,7 @@ from edgert.profiler.measure import profile_device
 from edgert.profiler.plot import roofline_png
 from edgert.profiler.roofline import error_stats, repeat_spread_pct
 from edgert.runners.llama_cpp import LlamaCppRunner
-from edgert.runtime import default_threads
+from edgert.devices.cpu import default_threads
 
 BUNDLE = Path.home() / ".cache" / "edgert" / "bundles" / "bench-smollm2-gemma3"
 

@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -33,6 +33,8 @@ from .bundle import Bundle
 from .errors import UsageError
 from .progress import Progress
 from .planner import wilson_interval
+from .devices.cpu import default_threads
+from .runners.registry import open_runner
 from .runners.types import GenerationResult, SamplingParams
 from .runners.base import Runner
 from .strategies import (
@@ -276,7 +278,6 @@ def calibrate(
 ) -> List[Dict[str, object]]:
     """Measure the accuracy table of ``task_set`` for the bundle's variants and store it in
     the manifest (rows of other task sets are kept). Resumes from earlier progress."""
-    from .runtime import default_threads, open_runner
 
     tests = task_set.test()[:limit] if limit else task_set.test()
     if not tests:

@@ -25,9 +25,13 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Union
 
 from .bundle import Bundle, Variant
 from .chat_template import Prompt
-from .errors import DeadlineError, UsageError
-from .runners.types import CancelToken, Deadline, GenerationResult, SamplingParams, TokenCallback
-from .runners.base import Runner, runner_for
+from .errors import DeadlineError
+from .request import Request
+from .strategies import Config, strategy as get_strategy
+from .runners.types import CancelToken, Deadline, GenerationResult, TokenCallback
+from .devices.cpu import default_threads
+from .runners.base import Runner
+from .runners.registry import open_runner
 
 #: weight of the newest observation in the online latency correction (per variant)
 CORRECTION_ALPHA = 0.5
@@ -112,25 +116,6 @@ class RuntimeResult:
             "plan": self.plan,
         }
 
-
-def default_threads() -> int:
-    """Physical cores are what llama.cpp scales with; fall back to logical CPUs."""
-    try:
-        import psutil
-
-        cores = psutil.cpu_count(logical=False)
-    except Exception:  # psutil missing or unable to tell
-        cores = None
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or available or 1, available or 1))
-
-
-def open_runner(bundle: Bundle, variant: Variant, *, n_ctx: int, n_threads: Optional[int]) -> Runner:
-    """An unloaded runner for a bundle variant; the artifact's sha256 is checked first, and
-    format-specific manifest data (a TensorRT engine's compatibility key) is passed along."""
-    path = bundle.artifact(variant)
-    extra = {"engine_key": variant.extra.get("engine")} if variant.format == "tensorrt" else {}
-    return runner_for(variant.format)(path, n_ctx=n_ctx, n_threads=n_threads, **extra)
 
 
 def _default_factory(bundle: Bundle, variant: Variant, n_ctx: int, n_threads: int) -> Runner:
@@ -270,59 +255,30 @@ class Runtime:
         return self.bundle.variant(name or self.default_variant)
 
     # --------------------------------------------------------------- requests
-    def generate(
-        self,
-        prompt: Prompt,
-        *,
-        deadline_s: Optional[float] = None,
-        power_w: Optional[float] = None,
-        energy_j: Optional[float] = None,
-        strategy: Optional[str] = None,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: Optional[int] = None,
-        stop: Sequence[str] = (),
-        variant: Optional[str] = None,
-        n: Optional[int] = None,
-        think_tokens: Optional[int] = None,
-        answer_type: Optional[str] = None,
-        choices: Sequence[str] = (),
-        pattern: Optional[str] = None,
-        task_set: Optional[str] = None,
-        on_token: Optional[TokenCallback] = None,
-        chat: bool = True,
-        system: Optional[str] = None,
-        ignore_eos: bool = False,
-        started_at: Optional[float] = None,
-        cancel_token: Optional[CancelToken] = None,
-    ) -> RuntimeResult:
-        """Answer ``prompt`` by ``deadline_s`` seconds from now (loading counts against it).
+    def generate(self, prompt: Prompt, *, on_token: Optional[TokenCallback] = None,
+                 cancel_token: Optional[CancelToken] = None, **fields: Any) -> RuntimeResult:
+        """Answer ``prompt``: ``run(Request(prompt, **fields))``. The fields are those of
+        ``edgert.request.Request`` (deadline_s, power_w, energy_j, strategy, max_tokens,
+        temperature, top_p, seed, stop, variant, n, think_tokens, answer_type, choices,
+        pattern, task_set, chat, system, ignore_eos, started_at)."""
+        return self.run(Request(prompt, **fields), on_token=on_token, cancel_token=cancel_token)
 
-        strategy: None generates plainly with the sampling settings given; "auto" lets the
-        planner choose variant, strategy, N, budgets and threads within deadline_s, power_w
-        and energy_j; a strategy name (greedy, sc, esc, bon, bf) runs that strategy with
-        ``variant``, ``n``, ``think_tokens`` and ``max_tokens`` as the answer budget.
-        answer_type (number, choice, text, regex) says how answers are extracted and voted on.
-        ignore_eos: plain runs only, keep generating past end-of-sequence (load tests).
-        started_at: ``time.monotonic()`` when the request arrived, if earlier than this call
-        (a server's queue time counts against the deadline); cancel_token: a CancelToken the
+    def run(self, request: Request, *, on_token: Optional[TokenCallback] = None,
+            cancel_token: Optional[CancelToken] = None) -> RuntimeResult:
+        """Answer a request by its deadline (counted from ``request.started_at`` or now;
+        loading a model counts against it).
+
+        on_token(piece, token_id): streaming, plain runs only; cancel_token: a CancelToken the
         caller keeps to stop this request (``cancel()`` stops whichever request is running).
         """
-        deadline = Deadline(deadline_s, start=started_at)
-        if strategy is None:
-            params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                                    stop=tuple(stop), ignore_eos=ignore_eos)
-            params.check()
-        if power_w is not None and not power_w > 0:
-            raise UsageError(f"power limit must be a positive number of watts, found {power_w!r}")
+        request.check(has_profile=self.profile is not None)
+        deadline = Deadline(request.deadline_s, start=request.started_at)
         with self._lock:
             self._cancel = cancel = cancel_token or CancelToken()
             try:
-                if strategy is None:
-                    return self._plain(prompt, params, deadline, variant, on_token, chat, system)
-                return self._planned(prompt, deadline, power_w, energy_j, strategy, max_tokens, seed, stop, variant, n,
-                                     think_tokens, answer_type, choices, pattern, task_set, chat, system, cancel)
+                if request.strategy is None:
+                    return self._plain(request, deadline, on_token, cancel)
+                return self._planned(request, deadline, cancel)
             finally:
                 self._cancel = None
 
@@ -341,15 +297,15 @@ class Runtime:
             )
         return load_ms
 
-    def _plain(self, prompt, params, deadline, variant, on_token, chat, system) -> RuntimeResult:
-        name = self.variant(variant).name
+    def _plain(self, request: Request, deadline: Deadline, on_token, cancel: CancelToken) -> RuntimeResult:
+        name = self.variant(request.variant).name
         load_ms = self._load_within(name, deadline)
         runner = self._runners[name]
         if runner.n_threads != self.n_threads:
             runner.set_threads(self.n_threads)
         runner.step_log.clear()
-        result = runner.generate(prompt, params, deadline=deadline, on_token=on_token, cancel=self._cancel,
-                                 chat=chat, system=system)
+        result = runner.generate(request.prompt, request.sampling, deadline=deadline, on_token=on_token, cancel=cancel,
+                                 chat=request.chat, system=request.system)
         latency_ms = deadline.elapsed_s() * 1000
         self._observe(name, runner)
         out = RuntimeResult(text=result.text, variant=name, finish_reason=result.finish_reason, latency_ms=latency_ms,
@@ -359,35 +315,26 @@ class Runtime:
         self._trace(out, None)
         return out
 
-    def _planned(self, prompt, deadline, power_w, energy_j, strategy_name, max_tokens, seed, stop, variant, n,
-                 think_tokens, answer_type, choices, pattern, task_set, chat, system, cancel) -> RuntimeResult:
-        from .strategies import Config, strategy as get_strategy
-
+    def _planned(self, request: Request, deadline: Deadline, cancel: CancelToken) -> RuntimeResult:
         plan_dict = None
         prepared: Dict[str, tuple] = {}
-        if strategy_name == "auto":
-            if self.profile is None:
-                raise UsageError("strategy 'auto' needs a device profile: Runtime(bundle, profile=PATH) "
-                                 "(make one with edgert profile)")
-            if deadline.seconds is None:
-                raise UsageError("strategy 'auto' needs a deadline (deadline_s)")
-            config, plan_dict, prepared = self._plan(prompt, deadline, power_w, energy_j, task_set, answer_type,
-                                                     choices, pattern, stop, chat, system)
+        if request.planned:
+            config, plan_dict, prepared = self._plan(request, deadline)
         else:
-            multi = strategy_name in ("sc", "esc", "bon")
-            config = Config(self.variant(variant).name, strategy_name, max_tokens, n=(n or 5) if multi else 1,
-                            think_tokens=(think_tokens or 2 * max_tokens) if strategy_name == "bf" else 0)
-        setting, warnings = self._apply_power(power_w)
+            multi = request.strategy in ("sc", "esc", "bon")
+            config = Config(self.variant(request.variant).name, request.strategy, request.max_tokens,
+                            n=(request.n or 5) if multi else 1,
+                            think_tokens=(request.think_tokens or 2 * request.max_tokens) if request.strategy == "bf" else 0)
+        setting, warnings = self._apply_power(request.power_w)
         load_ms = self._load_within(config.variant, deadline)
         runner = self._runners[config.variant]
         threads = config.threads or self.n_threads
         if runner.n_threads != threads:
             runner.set_threads(threads)
-        ids, spec = prepared.get(config.variant) or self._prepare(runner, prompt, task_set, answer_type, choices,
-                                                                  pattern, stop, chat, system)
+        ids, spec = prepared.get(config.variant) or self._prepare(runner, request)
         runner.step_log.clear()
         meter = self._meter()
-        outcome = get_strategy(config.strategy).run(runner, ids, config, spec, deadline, cancel, seed=seed,
+        outcome = get_strategy(config.strategy).run(runner, ids, config, spec, deadline, cancel, seed=request.seed,
                                                     reserve_s=self._reserve_fn(config, len(ids)))
         latency_ms = deadline.elapsed_s() * 1000
         measured = meter.stop() if meter is not None else None
@@ -409,25 +356,24 @@ class Runtime:
         return out
 
     # ----------------------------------------------------------------- planning
-    def _prepare(self, runner: Runner, prompt, task_set, answer_type, choices, pattern, stop, chat, system):
+    def _prepare(self, runner: Runner, request: Request):
         """Token ids and answer spec of a request. With a task set, the question is asked the
         way calibration asked it (chat models: with the answer instruction; base models:
         few-shot), so the accuracy the planner expects is the one measured."""
         from .strategies import AnswerSpec, ThinkingFormat
 
-        if task_set is None:
-            ids = runner.encode(prompt, chat=chat, system=system)
-            return ids, AnswerSpec(kind=answer_type, choices=tuple(choices), pattern=pattern, stop=tuple(stop),
-                                   thinking=ThinkingFormat.for_template(runner.chat_template_source))
+        if request.task_set is None:
+            ids = runner.encode(request.prompt, chat=request.chat, system=request.system)
+            return ids, AnswerSpec(kind=request.answer_type, choices=request.choices, pattern=request.pattern,
+                                   stop=request.stop, thinking=ThinkingFormat.for_template(runner.chat_template_source))
         from .calibrate import prepare_task
         from .tasks import Task
 
-        tasks = self._task_set(task_set)
-        if not isinstance(prompt, str):
-            raise UsageError("a request with a task set takes the question as a string, found a message list")
-        kind = answer_type or (tasks.tasks[0].type if tasks.tasks else "text")
-        task = Task(id="request", prompt=prompt, answer="", type=kind, choices=tuple(choices), pattern=pattern)
-        return prepare_task(runner, task, tasks.shots(), stop)
+        tasks = self._task_set(request.task_set)
+        kind = request.answer_type or (tasks.tasks[0].type if tasks.tasks else "text")
+        task = Task(id="request", prompt=request.prompt, answer="", type=kind, choices=request.choices,
+                    pattern=request.pattern)
+        return prepare_task(runner, task, tasks.shots(), request.stop)
 
     def _task_set(self, name: str):
         from .tasks import load_tasks
@@ -436,7 +382,7 @@ class Runtime:
             self._task_sets[name] = load_tasks(name)
         return self._task_sets[name]
 
-    def _plan(self, prompt, deadline, power_w, energy_j, task_set, answer_type, choices, pattern, stop, chat, system):
+    def _plan(self, request: Request, deadline: Deadline):
         from .planner import Limits, plan
 
         if not self._runners:
@@ -445,17 +391,17 @@ class Runtime:
         prepared: Dict[str, tuple] = {}  # (ids, spec) per loaded variant, reused by the run
         for variant in self.bundle.variants:
             runner = self._runners.get(variant.name)
-            if task_set is None and chat and not variant.chat_template:
+            if request.task_set is None and request.chat and not variant.chat_template:
                 excluded.setdefault(variant.name, "no chat template (ask with a task set, or chat=False)")
             if runner is not None:
-                prepared[variant.name] = self._prepare(runner, prompt, task_set, answer_type, choices, pattern,
-                                                       stop, chat, system)
+                prepared[variant.name] = self._prepare(runner, request)
         lengths = {name: len(ids) for name, (ids, _spec) in prepared.items()}
-        fallback = max(lengths.values()) if lengths else max(1, len(str(prompt)) // 3)
+        fallback = max(lengths.values()) if lengths else max(1, len(str(request.prompt)) // 3)
         extra_ms = {v.name: v.size_bytes / LOAD_BYTES_PER_S * 1000 for v in self.bundle.variants if v.name not in self._runners}
-        limits = Limits(max(deadline.remaining_s(), 1e-3), power_w=power_w, energy_j=energy_j, target=self.target,
+        limits = Limits(max(deadline.remaining_s(), 1e-3), power_w=request.power_w, energy_j=request.energy_j,
+                        target=self.target,
                         prompt_tokens=fallback)
-        result = plan(self.bundle.manifest.accuracy_table, self.profile, limits, task_set=task_set,
+        result = plan(self.bundle.manifest.accuracy_table, self.profile, limits, task_set=request.task_set,
                       corrections=self.planner_corrections(), extra_ms=extra_ms, excluded=excluded, prompt_tokens=lengths,
                       sigma=self.sigmas())
         self.last_plan = result

@@ -17,7 +17,8 @@ from edgert.profiler.costs import costs_from_file
 from edgert.profiler.profile import DeviceProfile, VariantProfile
 from edgert.profiler.roofline import DecodeFit, PrefillFit
 from edgert.runners.llama_cpp import LlamaCppRunner
-from edgert.runtime import Runtime, open_runner
+from edgert.runners.registry import open_runner
+from edgert.runtime import Runtime
 
 QUESTION = "Sam has 5 marbles and finds 3 more. How many marbles does Sam have?"
 

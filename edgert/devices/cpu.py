@@ -242,3 +242,15 @@ def _model_and_vendor(fields: Dict[str, str]) -> Tuple[str, str]:
 def _meminfo_total_bytes(meminfo: str) -> Optional[int]:
     match = re.search(r"^MemTotal:\s+(\d+)\s*kB", meminfo, re.M)
     return int(match.group(1)) * 1024 if match else None
+
+
+def default_threads() -> int:
+    """Physical cores are what llama.cpp scales with; fall back to logical CPUs."""
+    try:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False)
+    except Exception:  # psutil missing or unable to tell
+        cores = None
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or available or 1, available or 1))

@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from .. import __version__
 from ..progress import Progress
 from ..bundle import Bundle
-from ..runtime import default_threads, open_runner
+from ..devices.cpu import default_threads
+from ..runners.registry import open_runner
 from .costs import costs_from_file
 from .microbench import run_microbenchmarks
 from .profile import DeviceProfile, VariantProfile

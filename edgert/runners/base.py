@@ -678,20 +678,6 @@ class _StopDecoder:
         return tail
 
 
-def runner_for(fmt: str) -> Type[Runner]:
-    """The runner class registered for an artifact format."""
-    import importlib
-
-    # each runner module registers itself on import; they import their engines lazily
-    for module in ("llama_cpp", "onnxruntime", "tensorrt"):
-        try:
-            importlib.import_module(f"{__package__}.{module}")
-        except ImportError:
-            pass
-    if fmt not in Runner.registry:
-        raise EdgertError(f"no runner for format {fmt!r}; available: {sorted(Runner.registry)}")
-    return Runner.registry[fmt]
-
 
 def _with_seed(params: SamplingParams, seed: Optional[int]) -> SamplingParams:
     return replace(params, seed=seed)

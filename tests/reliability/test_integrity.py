@@ -11,7 +11,7 @@ import pytest
 from edgert.bundle import Bundle, Variant, pack
 from edgert.errors import IntegrityError, ModelFileError
 from edgert.runners import llama_cpp, onnxruntime, tensorrt
-from edgert.runtime import open_runner
+from edgert.runners.registry import open_runner
 
 from gguf_factory import write_gguf
 
