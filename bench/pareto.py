@@ -196,7 +196,7 @@ def main() -> None:
                 statics.append(run_static(rt, task, config, args.task_set))
             print(f"\r  task {i + 1}/{len(held_out)}", end="", flush=True)
         log(f"\nstatic runs took {time.perf_counter() - t0:.0f} s")
-        rt.reset_learning()  # the planner starts from the profile alone, as a fresh runtime would
+        rt.latency.reset()  # the planner starts from the profile alone, as a fresh runtime would
         log(f"planner: {len(deadlines)} deadlines x {len(held_out)} tasks ...")
         t0 = time.perf_counter()
         for i, task in enumerate(held_out):
@@ -204,8 +204,8 @@ def main() -> None:
                 planner.append(run_planner(rt, task, d, args.task_set))
             print(f"\r  task {i + 1}/{len(held_out)}", end="", flush=True)
         log(f"\nplanner runs took {time.perf_counter() - t0:.0f} s")
-        corrections = dict(rt.corrections)
-        sigmas = {k: round(v, 4) for k, v in rt.sigmas().items()}
+        corrections = dict(rt.latency.corrections)
+        sigmas = {k: round(v, 4) for k, v in rt.latency.sigmas().items()}
 
     keys = [c.key for c in configs]
     summary = summarize(statics, planner, deadlines, keys, rows)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 import string
 from decimal import Decimal, InvalidOperation
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
+from .chat_template import ThinkingFormat
 from .errors import UsageError
 
 ANSWER_TYPES = ("number", "choice", "text", "regex")
@@ -243,3 +245,21 @@ def is_correct(predicted: Optional[str], gold: str, kind: str) -> bool:
     if predicted is None:
         return False
     return normalize_answer(predicted, kind) == normalize_answer(gold, kind)
+
+
+@dataclass
+class AnswerSpec:
+    """What kind of answer the request wants and how generation ends."""
+
+    kind: Optional[str] = None  # number | choice | text | regex; None: the whole text is the answer
+    choices: Tuple[str, ...] = ()
+    pattern: Optional[str] = None
+    stop: Tuple[str, ...] = ()
+    thinking: Optional[ThinkingFormat] = None
+
+    def extract(self, text: str) -> Optional[str]:
+        if self.kind is None:
+            first = text.strip().splitlines()[0] if text.strip() else ""
+            return normalize_answer(first, "text") if first else None
+        value = extract_answer(text, self.kind, choices=self.choices or None, pattern=self.pattern)
+        return None if value is None else normalize_answer(value, self.kind)

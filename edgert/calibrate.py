@@ -31,22 +31,15 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import UsageError
+from .fileio import atomic_write_bytes
 from .progress import Progress
+from .answers import is_correct
 from .planner import wilson_interval
 from .devices.cpu import default_threads
 from .runners.registry import open_runner
-from .runners.types import GenerationResult, SamplingParams
 from .runners.base import Runner
-from .strategies import (
-    SAMPLE_TEMPERATURE,
-    SAMPLE_TOP_P,
-    AnswerSpec,
-    Config,
-    EarlyStoppingSelfConsistency,
-    ThinkingFormat,
-    vote,
-    vote_decided,
-)
+from .strategies import Config, Draws, Strategy, strategy, task_seed
+from .tasks import BUILTIN_TASK_SETS, TaskSet, load_tasks, parse_tasks, prepare_task
 
 
 CALIBRATION_DIR = "calibration"
@@ -62,16 +55,10 @@ class Grid:
     strategies: Tuple[str, ...] = ("greedy", "sc", "esc", "bon", "bf")
 
     def configs(self, variant: str) -> List[Config]:
-        out: List[Config] = []
-        for a in self.answer_tokens:
-            if "greedy" in self.strategies:
-                out.append(Config(variant, "greedy", a))
-            for strategy in ("sc", "esc", "bon"):
-                if strategy in self.strategies:
-                    out += [Config(variant, strategy, a, n=n) for n in self.ns]
-            if "bf" in self.strategies:
-                out += [Config(variant, "bf", a, think_tokens=t) for t in self.think_tokens]
-        return out
+        """Every configuration of the grid for one variant, by answer budget then strategy."""
+        families = [strategy(name) for name in Strategy.registry if name in self.strategies]
+        return [config for a in self.answer_tokens for family in families
+                for config in family.grid_configs(self, variant, a)]
 
     @property
     def digest(self) -> str:
@@ -82,114 +69,47 @@ DEFAULT_GRID = Grid()
 QUICK_GRID = Grid(answer_tokens=(24,), think_tokens=(48,), ns=(3,))
 
 
-def task_seed(task_id: str, seed: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{task_id}".encode()).digest()[:4], "little")
-
-
-#: where a base model's few-shot answer ends (the next line, or a new question)
-BASE_MODEL_STOPS = ("\n", "Question:")
-
-
-def prepare_task(runner: Runner, task, shots: Sequence = (), stop: Sequence[str] = ()) -> Tuple[List[int], AnswerSpec]:
-    """Token ids and answer spec of a task: chat-formatted for chat models, few-shot for base
-    models. Calibration and the runtime both use it, so a request is asked the way its
-    accuracy was measured."""
-    from .tasks import format_prompt
-
-    chat = runner.has_chat_template
-    text = format_prompt(task, chat=chat, shots=() if chat else shots)
-    spec = AnswerSpec(
-        kind=task.type,
-        choices=tuple(task.choices),
-        pattern=task.pattern,
-        stop=tuple(stop) + (() if chat else BASE_MODEL_STOPS),
-        thinking=ThinkingFormat.for_template(runner.chat_template_source),
-    )
-    return runner.encode(text, chat=chat), spec
-
-
-class _Prefix:
-    """Text and score of the first k tokens of a generation, as a budget of k would give."""
-
-    def __init__(self, runner: Runner, result: GenerationResult, stop: Sequence[str]):
-        self.runner, self.result, self.stop = runner, result, stop
-
-    def text(self, k: int) -> str:
-        ids = self.result.token_ids
-        if k >= len(ids):
-            return self.result.text
-        text = self.runner.detokenize(ids[:k])
-        cuts = [text.find(s) for s in self.stop if s in text]
-        return text[: min(cuts)] if cuts else text
-
-    def tokens(self, k: int) -> int:
-        return min(k, self.result.tokens_out)
-
-    def score(self, k: int) -> float:
-        lp = self.result.token_logprobs[:k]
-        return float(np.mean(lp)) if lp else float("-inf")
-
-
 def run_task(runner: Runner, variant: str, task, task_set, grid: Grid, seed: int) -> Dict[str, Dict[str, object]]:
-    """Every configuration of ``grid`` on one task; {config key: {correct, samples, tokens}}."""
-    from .answers import is_correct
-
+    """Every configuration of ``grid`` on one task; {config key: {answer, correct, samples,
+    tokens, steps}}. The generations run once (``Draws``); each strategy replays its own."""
     ids, spec = prepare_task(runner, task, task_set.shots())
-    a_max, n_max = max(grid.answer_tokens), max(grid.ns)
+    draws = Draws(runner, ids, spec, answer_tokens=max(grid.answer_tokens), n=max(grid.ns),
+                  seed=task_seed(task.id, seed))
     out: Dict[str, Dict[str, object]] = {}
-
-    def record(config: Config, answer: Optional[str], samples: int, tokens: int, steps: int) -> None:
-        """steps: decode steps the configuration takes on this task (batched samples share a
-        step, so a batch takes as many steps as its longest sample)."""
-        out[config.key] = {"answer": answer, "correct": bool(is_correct(answer, task.answer, task.type)),
-                           "samples": samples, "tokens": tokens, "steps": steps}
-
-    strategies = set(grid.strategies)
-    if "greedy" in strategies:
-        greedy = _Prefix(runner, runner.generate_ids(ids, SamplingParams(max_tokens=a_max, stop=spec.stop)), spec.stop)
-        for a in grid.answer_tokens:
-            record(Config(variant, "greedy", a), spec.extract(greedy.text(a)), 1, greedy.tokens(a), greedy.tokens(a))
-    if strategies & {"sc", "esc", "bon"}:
-        params = SamplingParams(max_tokens=a_max, temperature=SAMPLE_TEMPERATURE, top_p=SAMPLE_TOP_P,
-                                seed=task_seed(task.id, seed), stop=spec.stop)
-        samples = [_Prefix(runner, s, spec.stop) for s in runner.generate_many(ids, n_max, params)]
-        for a in grid.answer_tokens:
-            answers = [spec.extract(s.text(a)) for s in samples]
-            scores = [s.score(a) for s in samples]
-            tokens = [s.tokens(a) for s in samples]
-            for n in grid.ns:
-                majority, _ = vote(answers[:n], scores[:n])
-                if "sc" in strategies:
-                    record(Config(variant, "sc", a, n=n), majority, n, sum(tokens[:n]), max(tokens[:n]))
-                if "esc" in strategies:
-                    k = EarlyStoppingSelfConsistency.first_wave(n)
-                    drawn = k if n == k or vote_decided(answers[:k], n - k) else n
-                    steps = max(tokens[:k]) + (max(tokens[k:n]) if drawn > k else 0)
-                    record(Config(variant, "esc", a, n=n), majority, drawn, sum(tokens[:drawn]), steps)
-                if "bon" in strategies:
-                    best = max(range(n), key=lambda i: scores[i])
-                    record(Config(variant, "bon", a, n=n), answers[best], n, sum(tokens[:n]), max(tokens[:n]))
-    if "bf" in strategies:
-        fmt = spec.thinking or ThinkingFormat.for_template(None)
-        open_ids = runner.tokenize_continuation(fmt.open)
-        close_ids = runner.tokenize_continuation(fmt.close)
-        stops = tuple(fmt.stop) + tuple(s for s in spec.stop if s.strip())
-        thought = runner.generate_ids(ids + open_ids, SamplingParams(max_tokens=max(grid.think_tokens), stop=stops))
-        for t in grid.think_tokens:
-            if t >= thought.tokens_out and thought.finish_reason == "stop":
-                think_ids = runner.tokenize_continuation(thought.text) if thought.text else []
-            else:
-                think_ids = thought.token_ids[:t]
-            answer = _Prefix(runner, runner.generate_ids(ids + open_ids + think_ids + close_ids,
-                                                         SamplingParams(max_tokens=a_max, stop=spec.stop)), spec.stop)
-            for a in grid.answer_tokens:
-                steps = min(len(think_ids), t) + answer.tokens(a)
-                record(Config(variant, "bf", a, think_tokens=t), spec.extract(answer.text(a)), 1, steps, steps)
+    for name in Strategy.registry:
+        if name not in grid.strategies:
+            continue
+        for trial in strategy(name).replay(draws, grid, variant):
+            out[trial.config.key] = {"answer": trial.answer, "correct": bool(is_correct(trial.answer, task.answer, task.type)),
+                                     "samples": trial.samples, "tokens": trial.tokens, "steps": trial.steps}
     return out
 
 
 def progress_path(bundle: Bundle, task_set_name: str) -> Path:
     return bundle.root / CALIBRATION_DIR / f"{task_set_name}.jsonl"
+
+
+def saved_task_set_path(bundle: Bundle, task_set_name: str) -> Path:
+    """Where calibration keeps a copy of a user's task set, so that planning can ask its
+    questions the same way by name alone (``task_set="my"`` after ``--tasks my.jsonl``)."""
+    return bundle.root / CALIBRATION_DIR / f"{task_set_name}.tasks.jsonl"
+
+
+def task_set_for(bundle: Bundle, source: str) -> TaskSet:
+    """The task set a request or a plan names: a builtin name, the name of a task set this
+    bundle was calibrated on, or a JSONL file (named by its file's stem, as calibration names it)."""
+    if source not in BUILTIN_TASK_SETS and os.sep not in source and not source.endswith(".jsonl"):
+        saved = saved_task_set_path(bundle, source)
+        if saved.is_file():
+            return TaskSet(source, parse_tasks(saved.read_text(encoding="utf-8"), str(saved)))
+    return load_tasks(source)
+
+
+def _save_task_set(bundle: Bundle, task_set: TaskSet) -> None:
+    if task_set.name in BUILTIN_TASK_SETS:
+        return
+    text = "".join(json.dumps(t.to_json(), sort_keys=True) + "\n" for t in task_set.tasks)
+    atomic_write_bytes(saved_task_set_path(bundle, task_set.name), text.encode())
 
 
 def _read_progress(path: Path) -> List[Dict[str, object]]:
@@ -224,7 +144,7 @@ def aggregate(records: Iterable[Dict[str, object]], task_set: str) -> List[Dict[
     by_key: Dict[str, Dict[str, object]] = {}
     for record in records:
         for key, r in record["results"].items():  # type: ignore[union-attr]
-            row = by_key.setdefault(key, {"config": Config(*_parse_key(key)), "correct": 0, "total": 0,
+            row = by_key.setdefault(key, {"config": Config.from_key(key), "correct": 0, "total": 0,
                                           "samples": 0, "tokens": 0, "steps": []})
             row["correct"] += int(r["correct"])
             row["total"] += 1
@@ -250,18 +170,11 @@ def _steps_summary(steps: List[int], config: Config) -> Dict[str, object]:
     """How much of its worst-case decode work a configuration used: the planner prices the
     95th percentile of that share instead of the full budgets (a request that runs longer is
     still cut at its deadline)."""
-    from .strategies import strategy
-
     worst = sum(p.tokens for p in strategy(config.strategy).schedule(config, 1) if p.kind == "decode")
     if not steps or worst <= 0:
         return {}
     return {"worst_steps": worst, "steps_p95": float(np.percentile(steps, 95)),
             "steps_share_p95": round(min(1.0, float(np.percentile(steps, 95)) / worst), 4)}
-
-
-def _parse_key(key: str) -> Tuple[str, str, int, int, int]:
-    variant, strategy, n, t, a = key.split("|")
-    return variant, strategy, int(a[1:]), int(n[1:]), int(t[1:])
 
 
 def calibrate(
@@ -305,6 +218,7 @@ def calibrate(
     records = [r for r in _read_progress(path) if r.get("grid") == grid.digest and r.get("seed") == seed
                and r["task"] in wanted_ids and r["variant"] in wanted_variants]
     rows = aggregate(records, task_set.name)
+    _save_task_set(bundle, task_set)
     kept = [row for row in bundle.manifest.accuracy_table
             if not (row.get("task_set") == task_set.name and row.get("variant") in wanted_variants)]
     bundle.manifest.accuracy_table = kept + rows

@@ -13,11 +13,12 @@ operations that multiply (``*``, ``**``, ``%`` and ``format`` widths, ``replace`
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 import functools
 import re
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import EdgertError
 
@@ -364,3 +365,19 @@ class ChatTemplate:
             raise TemplateError(f"chat template failed to render: {type(exc).__name__}: {_one_line(exc)}") from None
         finally:
             self._env._local.budget = None
+
+
+@dataclass(frozen=True)
+class ThinkingFormat:
+    """How a thinking segment opens and how the runtime closes it to force the answer."""
+
+    open: str
+    close: str
+    stop: Tuple[str, ...]
+
+    @classmethod
+    def for_template(cls, chat_template: Optional[str]) -> "ThinkingFormat":
+        if chat_template and "<think>" in chat_template:  # models trained to think (Qwen3, DeepSeek-R1 ...)
+            return cls("<think>\n", "\n</think>\n\n", ("</think>",))
+        # any other model: a step-by-step segment, closed by a forced answer phrase (s1-style)
+        return cls("Let's think step by step.", "\nTherefore, the final answer is", ("final answer", "Question:"))

@@ -33,11 +33,10 @@ from statistics import NormalDist
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import UsageError
+from .profiler.online import SIGMA_FLOOR, at_threads, profile_sigma, thread_options
 from .strategies import Config, strategy
 
-SIGMA_FLOOR = 0.05  # this machine's repeat-to-repeat spread of the same measurement is about 5%
 DEFAULT_TARGET = 0.95
-IDLE_POWER_FRACTION = 0.1  # same load curve as devices.base.EstimatedSensor
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> Tuple[float, float]:
@@ -156,49 +155,6 @@ def accuracy_entries(rows: Iterable[Mapping[str, object]], task_set: Optional[st
         low, high = wilson_interval(correct, total)
         out.append(AccuracyEntry(config, correct / total if total else 0.0, round(low, 4), round(high, 4), total,
                                  min(1.0, max(share, 0.05))))
-    return out
-
-
-def profile_sigma(profile, variant: str) -> float:
-    """Relative standard deviation of the profile's predictions for a variant."""
-    errors = profile.variant(variant).fit_error
-    mapes = [errors.get(k, {}).get("mape_pct") for k in ("prefill_held_out", "decode_held_out")]
-    mapes = [m for m in mapes if m is not None and math.isfinite(m)]
-    if not mapes:
-        return max(SIGMA_FLOOR, 0.25 if profile.kind == "prior" else SIGMA_FLOOR)
-    return max(SIGMA_FLOOR, math.sqrt(math.pi / 2) * max(mapes) / 100)
-
-
-def _load_power(load: float) -> float:
-    return IDLE_POWER_FRACTION + (1 - IDLE_POWER_FRACTION) * load**3
-
-
-def at_threads(profile, variant: str, threads: Optional[int]) -> Tuple[float, float, bool]:
-    """(latency factor, average power W, whether scaled) of a variant run with ``threads``
-    instead of the profiled count: fewer threads slow compute-bound steps in proportion and
-    draw power along the estimate's load curve. Used by the planner and the runtime alike."""
-    vp = profile.variant(variant)
-    power = float(vp.energy.get("avg_power_w") or 0.0)
-    if threads is None or threads == vp.threads:
-        return 1.0, power, False
-    cores = device_cores(profile)
-    load_ratio = _load_power(threads / cores) / _load_power(vp.threads / cores) if cores else threads / vp.threads
-    return vp.threads / threads, power * load_ratio, True
-
-
-def device_cores(profile) -> Optional[int]:
-    details = profile.device.get("details", {}) if isinstance(profile.device, dict) else {}
-    cores = details.get("cores")
-    return int(cores) if isinstance(cores, int) and cores > 0 else None
-
-
-def thread_options(profile, variants: Sequence[str]) -> Dict[str, List[Optional[int]]]:
-    """The thread counts the planner may choose for each variant: 1..profiled on CPUs."""
-    out: Dict[str, List[Optional[int]]] = {}
-    cpu = profile.device.get("kind") == "cpu" if isinstance(profile.device, dict) else False
-    for name in variants:
-        threads = profile.variant(name).threads
-        out[name] = list(range(1, threads + 1)) if cpu and threads > 1 else [None]
     return out
 
 

@@ -20,6 +20,14 @@ from .strategies import Strategy
 
 #: the planner chooses variant, strategy, N, budgets and threads
 AUTO = "auto"
+#: the request's limits, as messages name them
+LIMITS = {"deadline_s": "deadline", "power_w": "power limit", "energy_j": "energy limit"}
+_UNITS = {"s": "seconds", "w": "watts", "j": "joules"}
+
+
+def name_unit(field_name: str) -> str:
+    """The unit a field's name ends in, spelled out (``power_w`` -> watts)."""
+    return _UNITS[field_name.rsplit("_", 1)[1]]
 
 
 @dataclass(frozen=True)
@@ -81,12 +89,12 @@ class Request:
 
         has_profile: whether the runtime has a device profile (None: not known here)."""
         _check_prompt(self.prompt, self.chat)
-        for name in ("deadline_s", "power_w", "energy_j"):
+        for name, what in LIMITS.items():
             value = getattr(self, name)
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise UsageError(f"{name} must be a positive number, found {value!r}")
+                raise UsageError(f"{what} must be a positive number of {name_unit(name)}, found {value!r}")
         names = (AUTO, *Strategy.registry)
         if self.strategy is not None and self.strategy not in names:
             raise UsageError(f"strategy must be one of {', '.join(names)}, found {self.strategy!r}")

@@ -14,34 +14,31 @@ settings (the deadline still holds).
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+from .answers import AnswerSpec
+from .calibrate import task_set_for
 from .bundle import Bundle, Variant
-from .chat_template import Prompt
-from .errors import DeadlineError
-from .request import Request
-from .strategies import Config, strategy as get_strategy
-from .runners.types import CancelToken, Deadline, GenerationResult, TokenCallback
+from .chat_template import Prompt, ThinkingFormat
+from .devices.base import EnergyMeter
 from .devices.cpu import default_threads
+from .errors import DeadlineError, DeviceError, EdgertError
+from .memory import check_fits, estimate_memory
+from .planner import Limits, plan
+from .profiler.online import LatencyCorrector
+from .profiler.profile import DeviceProfile
+from .request import Request
 from .runners.base import Runner
 from .runners.registry import open_runner
+from .runners.types import CancelToken, Deadline, GenerationResult, TokenCallback
+from .strategies import FORCED_CLOSE_TOKENS, Config, StrategyOutcome, strategy as get_strategy
+from .tasks import Task, TaskSet, prepare_task
 
-#: weight of the newest observation in the online latency correction (per variant)
-CORRECTION_ALPHA = 0.5
-CORRECTION_RANGE = (0.25, 8.0)
-#: how many observed requests the profile's sigma counts as (its weight against the runtime's
-#: own observations), and how many recent observations the runtime keeps per variant
-SIGMA_PRIOR_WEIGHT = 8
-SIGMA_WINDOW = 64
-#: observations needed before they count at all (fewer: a step change dominates the median)
-SIGMA_MIN_OBSERVATIONS = 8
 #: assumed artifact read + verify + load speed when a variant has not been loaded yet (estimate)
 LOAD_BYTES_PER_S = 250e6
 
@@ -152,8 +149,6 @@ class Runtime:
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
         if profile is not None and not hasattr(profile, "variants"):
-            from .profiler.profile import DeviceProfile
-
             profile = DeviceProfile.load(Path(profile))
         self.profile = profile
         self.trace_path = Path(trace_path) if trace_path is not None else None
@@ -164,18 +159,13 @@ class Runtime:
         self._runners: Dict[str, Runner] = {}
         self._load_ms: Dict[str, float] = {}
         self._last: Optional[str] = None
-        #: observed / predicted latency per "variant@threads" (1.0: as profiled), updated after
-        #: each request; thread counts matter separately because on a busy CPU using every core
-        #: suffers far more than using fewer
-        self.corrections: Dict[str, float] = {}
-        #: per variant, recent log(observed / corrected prediction): the error the planner's
-        #: latency bound must cover (see sigma())
-        self.residuals: Dict[str, Deque[float]] = {}
+        #: the online half of the latency model: corrections and spread learned per request
+        self.latency = LatencyCorrector(profile, target)
         self._lock = threading.Lock()
         self._cancel: Optional[CancelToken] = None
         self._requests = 0
         self.last_plan = None  # the planner's full answer for the last "auto" request
-        self._task_sets: Dict[str, Any] = {}
+        self._task_sets: Dict[str, TaskSet] = {}
         self._memory_estimates: Dict[tuple, Any] = {}
 
     def __enter__(self) -> "Runtime":
@@ -218,10 +208,6 @@ class Runtime:
         return {name: self.load(name) for name in names}
 
     def _check_memory(self, variant: Variant, n_ctx: int) -> None:
-        try:
-            from .memory import check_fits, estimate_memory
-        except ImportError:
-            return
         if variant.format == "gguf":
             key = (variant.name, n_ctx)
             if key not in self._memory_estimates:  # the header is read once; available memory is read each time
@@ -237,7 +223,7 @@ class Runtime:
                 continue
             try:
                 self._check_memory(variant, min(self.n_ctx, variant.context_length or self.n_ctx))
-            except Exception as exc:  # InsufficientMemoryError: the message names the numbers
+            except EdgertError as exc:  # InsufficientMemoryError: the message names the numbers
                 excluded[variant.name] = str(exc)
         return excluded
 
@@ -276,9 +262,7 @@ class Runtime:
         with self._lock:
             self._cancel = cancel = cancel_token or CancelToken()
             try:
-                if request.strategy is None:
-                    return self._plain(request, deadline, on_token, cancel)
-                return self._planned(request, deadline, cancel)
+                return self._execute(request, deadline, cancel, on_token)
             finally:
                 self._cancel = None
 
@@ -297,61 +281,52 @@ class Runtime:
             )
         return load_ms
 
-    def _plain(self, request: Request, deadline: Deadline, on_token, cancel: CancelToken) -> RuntimeResult:
-        name = self.variant(request.variant).name
-        load_ms = self._load_within(name, deadline)
-        runner = self._runners[name]
-        if runner.n_threads != self.n_threads:
-            runner.set_threads(self.n_threads)
-        runner.step_log.clear()
-        result = runner.generate(request.prompt, request.sampling, deadline=deadline, on_token=on_token, cancel=cancel,
-                                 chat=request.chat, system=request.system)
-        latency_ms = deadline.elapsed_s() * 1000
-        self._observe(name, runner)
-        out = RuntimeResult(text=result.text, variant=name, finish_reason=result.finish_reason, latency_ms=latency_ms,
-                            load_ms=load_ms, generation=result, deadline_s=deadline.seconds, samples=[result],
-                            threads=runner.n_threads)
-        out.energy_j, out.energy_provenance = self._estimate_energy(name, runner.n_threads, latency_ms - load_ms)
-        self._trace(out, None)
-        return out
-
-    def _planned(self, request: Request, deadline: Deadline, cancel: CancelToken) -> RuntimeResult:
+    # ---------------------------------------------------------------- one request
+    def _execute(self, request: Request, deadline: Deadline, cancel: CancelToken, on_token) -> RuntimeResult:
+        """Choose the configuration (plan, a named strategy, or none), ensure its runner, run
+        it, learn from its step times, and build the result."""
         plan_dict = None
         prepared: Dict[str, tuple] = {}
+        config: Optional[Config] = None
         if request.planned:
             config, plan_dict, prepared = self._plan(request, deadline)
-        else:
-            multi = request.strategy in ("sc", "esc", "bon")
-            config = Config(self.variant(request.variant).name, request.strategy, request.max_tokens,
-                            n=(request.n or 5) if multi else 1,
-                            think_tokens=(request.think_tokens or 2 * request.max_tokens) if request.strategy == "bf" else 0)
-        setting, warnings = self._apply_power(request.power_w)
-        load_ms = self._load_within(config.variant, deadline)
-        runner = self._runners[config.variant]
-        threads = config.threads or self.n_threads
+        elif request.strategy is not None:
+            config = get_strategy(request.strategy).default_config(self.variant(request.variant).name,
+                                                                   request.max_tokens, request.n, request.think_tokens)
+        name = config.variant if config is not None else self.variant(request.variant).name
+        setting, warnings = self._apply_power(request.power_w) if config is not None else (None, [])
+        load_ms = self._load_within(name, deadline)
+        runner = self._runners[name]
+        threads = (config.threads if config is not None else None) or self.n_threads
         if runner.n_threads != threads:
             runner.set_threads(threads)
-        ids, spec = prepared.get(config.variant) or self._prepare(runner, request)
-        runner.step_log.clear()
         meter = self._meter()
-        outcome = get_strategy(config.strategy).run(runner, ids, config, spec, deadline, cancel, seed=request.seed,
-                                                    reserve_s=self._reserve_fn(config, len(ids)))
+        if config is None:  # plain: the request's own sampling settings, streamed
+            result = runner.generate(request.prompt, request.sampling, deadline=deadline, on_token=on_token,
+                                     cancel=cancel, chat=request.chat, system=request.system)
+            outcome = StrategyOutcome(None, result.text, result.finish_reason, [result])
+            ids: List[int] = []
+        else:
+            ids, spec = prepared.get(name) or self._prepare(runner, request)
+            reserve = self.latency.reserve_fn(name, threads, len(ids) + config.think_tokens, FORCED_CLOSE_TOKENS)
+            outcome = get_strategy(config.strategy).run(runner, ids, config, spec, deadline, cancel,
+                                                        seed=request.seed, reserve_s=reserve)
         latency_ms = deadline.elapsed_s() * 1000
         measured = meter.stop() if meter is not None else None
-        self._observe(config.variant, runner)
-        main = outcome.samples[-1] if outcome.samples else runner._empty_result(ids, "deadline", deadline)
+        self.latency.observe(name, threads, outcome.steps)
+        main = outcome.samples[-1] if outcome.samples else runner.empty_result(ids, "deadline", deadline)
         out = RuntimeResult(
-            text=outcome.text, variant=config.variant, finish_reason=outcome.finish_reason, latency_ms=latency_ms,
+            text=outcome.text, variant=name, finish_reason=outcome.finish_reason, latency_ms=latency_ms,
             load_ms=load_ms, generation=main, deadline_s=deadline.seconds, answer=outcome.answer,
-            config=config.to_dict(), plan=plan_dict, samples=outcome.samples, votes=outcome.votes,
-            forced=outcome.forced, threads=threads, power_setting=setting, warnings=warnings,
+            config=None if config is None else config.to_dict(), plan=plan_dict, samples=outcome.samples,
+            votes=outcome.votes, forced=outcome.forced, threads=threads, power_setting=setting, warnings=warnings,
         )
         if plan_dict is not None and not plan_dict["feasible"]:
             out.warnings.append(plan_dict["reason"])
         if measured is not None:
             out.energy_j, out.energy_provenance = measured.energy_j, measured.provenance
         else:
-            out.energy_j, out.energy_provenance = self._estimate_energy(config.variant, threads, latency_ms - load_ms)
+            out.energy_j, out.energy_provenance = self.latency.estimate_energy(name, threads, latency_ms - load_ms)
         self._trace(out, plan_dict)
         return out
 
@@ -360,31 +335,22 @@ class Runtime:
         """Token ids and answer spec of a request. With a task set, the question is asked the
         way calibration asked it (chat models: with the answer instruction; base models:
         few-shot), so the accuracy the planner expects is the one measured."""
-        from .strategies import AnswerSpec, ThinkingFormat
-
         if request.task_set is None:
             ids = runner.encode(request.prompt, chat=request.chat, system=request.system)
             return ids, AnswerSpec(kind=request.answer_type, choices=request.choices, pattern=request.pattern,
                                    stop=request.stop, thinking=ThinkingFormat.for_template(runner.chat_template_source))
-        from .calibrate import prepare_task
-        from .tasks import Task
-
         tasks = self._task_set(request.task_set)
         kind = request.answer_type or (tasks.tasks[0].type if tasks.tasks else "text")
         task = Task(id="request", prompt=request.prompt, answer="", type=kind, choices=request.choices,
                     pattern=request.pattern)
         return prepare_task(runner, task, tasks.shots(), request.stop)
 
-    def _task_set(self, name: str):
-        from .tasks import load_tasks
-
-        if name not in self._task_sets:
-            self._task_sets[name] = load_tasks(name)
-        return self._task_sets[name]
+    def _task_set(self, source: str) -> TaskSet:
+        if source not in self._task_sets:
+            self._task_sets[source] = task_set_for(self.bundle, source)
+        return self._task_sets[source]
 
     def _plan(self, request: Request, deadline: Deadline):
-        from .planner import Limits, plan
-
         if not self._runners:
             self._load_within(self.default_variant, deadline)
         excluded = self._memory_exclusions()
@@ -399,11 +365,10 @@ class Runtime:
         fallback = max(lengths.values()) if lengths else max(1, len(str(request.prompt)) // 3)
         extra_ms = {v.name: v.size_bytes / LOAD_BYTES_PER_S * 1000 for v in self.bundle.variants if v.name not in self._runners}
         limits = Limits(max(deadline.remaining_s(), 1e-3), power_w=request.power_w, energy_j=request.energy_j,
-                        target=self.target,
-                        prompt_tokens=fallback)
-        result = plan(self.bundle.manifest.accuracy_table, self.profile, limits, task_set=request.task_set,
-                      corrections=self.planner_corrections(), extra_ms=extra_ms, excluded=excluded, prompt_tokens=lengths,
-                      sigma=self.sigmas())
+                        target=self.target, prompt_tokens=fallback)
+        result = plan(self.bundle.manifest.accuracy_table, self.profile, limits, task_set=self._task_set_name(request),
+                      corrections=self.latency.planner_corrections(), extra_ms=extra_ms, excluded=excluded,
+                      prompt_tokens=lengths, sigma=self.latency.sigmas())
         self.last_plan = result
         choice = result.choice
         return choice.config, {
@@ -413,134 +378,29 @@ class Runtime:
             "prompt_tokens": lengths.get(choice.config.variant, fallback), "estimated": choice.estimated,
         }, prepared
 
-    def planner_corrections(self) -> Dict[str, float]:
-        """Corrections per variant@threads, plus per variant the largest one observed (used for
-        thread counts not tried yet: assume the slowdown applies to them too)."""
-        out = dict(self.corrections)
-        for key, value in self.corrections.items():
-            variant = key.rsplit("@", 1)[0]
-            out[variant] = max(out.get(variant, 0.0), value)
-        return out
-
-    def sigma(self, variant: str) -> float:
-        """Relative standard deviation of this runtime's latency predictions for a variant.
-
-        Starts as the profile's (from its held-out error) and moves to the spread seen here.
-        The residuals are log(observed / corrected prediction) of the last SIGMA_WINDOW
-        requests. From SIGMA_MIN_OBSERVATIONS of them on, their spread is the median absolute
-        residual x 1.4826 (the standard deviation of a normal error with that median), pooled
-        with the profile's figure weighted as SIGMA_PRIOR_WEIGHT requests. The median keeps
-        the few residuals right after a step change in speed, which the correction absorbs
-        within a few requests, from widening the margin for a whole window. A steady device
-        narrows the planner's safety margin; an erratic one (a busy CPU, throttling) widens it."""
-        from statistics import median
-
-        from .planner import SIGMA_FLOOR, profile_sigma
-
-        prior = profile_sigma(self.profile, variant)
-        seen = self.residuals.get(variant) or ()
-        if len(seen) < SIGMA_MIN_OBSERVATIONS:
-            return prior
-        observed = 1.4826 * median(abs(r) for r in seen)
-        pooled = (SIGMA_PRIOR_WEIGHT * prior**2 + len(seen) * observed**2) / (SIGMA_PRIOR_WEIGHT + len(seen))
-        return max(SIGMA_FLOOR, math.sqrt(pooled))
-
-    def sigmas(self) -> Dict[str, float]:
-        if self.profile is None:
-            return {}
-        return {name: self.sigma(name) for name in self.profile.variants}
-
-    def reset_learning(self) -> None:
-        """Forget the online corrections and latency spread (back to the profile's models)."""
-        self.corrections.clear()
-        self.residuals.clear()
-
-    def _correction(self, variant: str, threads: Optional[int]) -> float:
-        return self.corrections.get(f"{variant}@{threads}", self.planner_corrections().get(variant, 1.0))
-
-    def _thread_scale(self, variant: str, threads: Optional[int]) -> float:
-        from .planner import at_threads
-
-        return at_threads(self.profile, variant, threads)[0]
-
-    def _reserve_fn(self, config, prompt_tokens: int):
-        """Time the answer phase of budget forcing needs, from the profile (None: observed)."""
-        if self.profile is None or config.variant not in self.profile.variants:
+    def _task_set_name(self, request: Request) -> Optional[str]:
+        """The name calibration stored the request's task set under (a JSONL path's task set
+        is named by its file, as ``edgert calibrate --tasks FILE`` names it)."""
+        if request.task_set is None:
             return None
-        from statistics import NormalDist
-
-        from .strategies import FORCED_CLOSE_TOKENS
-
-        z = NormalDist().inv_cdf(self.target)
-        threads = config.threads or self.n_threads
-        factor = (self._correction(config.variant, threads) * self._thread_scale(config.variant, threads)
-                  * (1 + z * self.sigma(config.variant)))
-        context = prompt_tokens + config.think_tokens
-
-        def reserve_s(answer_tokens: int) -> float:
-            ms = (self.profile.predict_prefill_ms(config.variant, FORCED_CLOSE_TOKENS)
-                  + answer_tokens * self.profile.predict_decode_step_ms(config.variant, context + answer_tokens / 2))
-            return ms * factor / 1000
-
-        return reserve_s
-
-    def _observe(self, variant: str, runner: Runner) -> None:
-        """Online recalibration: compare this request's prefill and decode times with the
-        profile's predictions and move the variant's correction factor toward the ratio."""
-        if self.profile is None or variant not in self.profile.variants or not runner.step_log:
-            return
-        observed = predicted = 0.0
-        for record in runner.step_log:
-            if record.kind.startswith("prefill"):
-                if record.size < 1:
-                    continue
-                expected = self.profile.predict_prefill_ms(variant, record.size)
-                if record.kind == "prefill-cut" and record.ms < expected:
-                    continue  # a cut prefill only bounds the time from below: it can show a slowdown, not a speed-up
-                predicted += expected
-            else:
-                predicted += self.profile.predict_decode_step_ms(variant, record.context, record.size)
-            observed += record.ms
-        if predicted <= 0 or observed <= 0:
-            return
-        ratio = observed / (predicted * self._thread_scale(variant, runner.n_threads))
-        ratio = min(max(ratio, CORRECTION_RANGE[0]), CORRECTION_RANGE[1])
-        key = f"{variant}@{runner.n_threads}"
-        old = self._correction(variant, runner.n_threads)
-        if key in self.corrections:  # the first request only measures the profile's bias, not the spread
-            self.residuals.setdefault(variant, deque(maxlen=SIGMA_WINDOW)).append(math.log(ratio / old))
-        self.corrections[key] = math.exp((1 - CORRECTION_ALPHA) * math.log(old) + CORRECTION_ALPHA * math.log(ratio))
+        return self._task_set(request.task_set).name
 
     def _apply_power(self, power_w: Optional[float]):
         """Move the device's power knob for this request's limit; a knob that cannot act is
         reported in the result's warnings, never a failed request."""
         if self.power_knob is None:
             return None, []
-        from .errors import DeviceError
-
         try:
             return self.power_knob.apply_limit(power_w).label, []
         except DeviceError as exc:
             return None, [str(exc)]
 
-    # ------------------------------------------------------------------- energy
-    def _meter(self):
+    def _meter(self) -> Optional[EnergyMeter]:
         if self.sensor is None or getattr(self.sensor, "provenance", "") != "measured":
             return None
-        from .devices.base import EnergyMeter
-
         meter = EnergyMeter(self.sensor)
         meter.start()
         return meter
-
-    def _estimate_energy(self, variant: str, threads: Optional[int], busy_ms: float):
-        """Profile's average power (scaled for fewer threads) x time: an estimate, labelled so."""
-        if self.profile is None or variant not in self.profile.variants:
-            return None, "unknown"
-        from .planner import at_threads
-
-        power = at_threads(self.profile, variant, threads)[1]
-        return power * max(busy_ms, 0.0) / 1000, "estimated"
 
     # -------------------------------------------------------------------- trace
     def _trace(self, result: RuntimeResult, plan: Optional[Dict[str, Any]]) -> None:
@@ -556,8 +416,8 @@ class Runtime:
             "samples": len(result.samples), "threads": result.threads,
             "energy_j": None if result.energy_j is None else round(result.energy_j, 4),
             "energy_provenance": result.energy_provenance,
-            "corrections": {k: round(v, 4) for k, v in self.corrections.items()},
-            "sigma": {k: round(v, 4) for k, v in self.sigmas().items()},
+            "corrections": {k: round(v, 4) for k, v in self.latency.corrections.items()},
+            "sigma": {k: round(v, 4) for k, v in self.latency.sigmas().items()},
         }
         self.trace_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.trace_path, "a", encoding="utf-8") as f:

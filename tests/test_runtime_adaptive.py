@@ -127,13 +127,13 @@ def test_online_recalibration_after_a_slowdown_shrinks_plans(adaptive_bundle, pr
         # it (corrections of 2.5-3.5 seen on this machine) bf no longer fits but greedy does.
         # At 4 s a correction above ~2.7 left nothing feasible (CI stop 9).
         before = rt.generate(QUESTION, deadline_s=6.0, strategy="auto", task_set="arithmetic")
-        calm = dict(rt.corrections)
+        calm = dict(rt.latency.corrections)
         rt.runner.delay_s = 0.04  # decode steps become several times slower
         during = [rt.generate(QUESTION, deadline_s=6.0, strategy="auto", task_set="arithmetic") for _ in range(3)]
-    key = next(iter(rt.corrections))
-    why = f"before {before.plan} / after {[r.plan for r in during]} / corrections {calm} -> {rt.corrections}"
+    key = next(iter(rt.latency.corrections))
+    why = f"before {before.plan} / after {[r.plan for r in during]} / corrections {calm} -> {rt.latency.corrections}"
     # observed/predicted rose several-fold (here 0.5 -> 2.3; the absolute values depend on the machine)
-    assert rt.corrections[key] > 2 * calm[key], why
+    assert rt.latency.corrections[key] > 2 * calm[key], why
     assert before.plan["expected_accuracy"] > during[-1].plan["expected_accuracy"], why
     assert during[-1].plan["feasible"] and during[-1].plan["predicted_latency_ms"] <= 6000, why
 
@@ -165,35 +165,32 @@ def test_open_runner_checks_the_hash_first(adaptive_bundle):
     assert isinstance(runner, LlamaCppRunner) and not runner.loaded
 
 
-class _Observed:
-    """What Runtime._observe reads from a runner: its step log and thread count."""
+def _observed(ms_per_step: float):
+    """The step records of one request whose decode steps took ``ms_per_step`` each."""
+    from edgert.runners.types import StepRecord
 
-    def __init__(self, ms_per_step: float):
-        from edgert.runners.types import StepRecord
-
-        self.n_threads = 2
-        self.step_log = [StepRecord("decode", 1, 100 + i, ms_per_step) for i in range(20)]
+    return [StepRecord("decode", 1, 100 + i, ms_per_step) for i in range(20)]
 
 
 def test_sigma_narrows_on_a_steady_device_and_widens_on_an_erratic_one(adaptive_bundle, profile):
-    from edgert.planner import SIGMA_FLOOR, profile_sigma
+    from edgert.profiler.online import SIGMA_FLOOR, profile_sigma
 
     name = Bundle.open(adaptive_bundle).variant().name
     predicted = profile.predict_decode_step_ms(name, 110)
     prior = profile_sigma(profile, name)
     steady = Runtime(adaptive_bundle, profile=profile, n_threads=2)
     for _ in range(30):  # 1.5x slower than profiled, every time: a bias the correction absorbs
-        steady._observe(name, _Observed(1.5 * predicted))
-    assert steady.corrections[f"{name}@2"] == pytest.approx(1.5, rel=1e-3)
-    assert steady.sigma(name) == SIGMA_FLOOR < prior  # no spread left after correcting the bias
+        steady.latency.observe(name, 2, _observed(1.5 * predicted))
+    assert steady.latency.corrections[f"{name}@2"] == pytest.approx(1.5, rel=1e-3)
+    assert steady.latency.sigma(name) == SIGMA_FLOOR < prior  # no spread left after correcting the bias
 
     erratic = Runtime(adaptive_bundle, profile=profile, n_threads=2)
     for i in range(30):  # alternately 30% faster and 30% slower
-        erratic._observe(name, _Observed((0.7 if i % 2 else 1.3) * predicted))
-    assert erratic.sigma(name) > 2 * prior
+        erratic.latency.observe(name, 2, _observed((0.7 if i % 2 else 1.3) * predicted))
+    assert erratic.latency.sigma(name) > 2 * prior
     # one outlier after a long steady run barely moves it (median of the window)
-    steady._observe(name, _Observed(6 * predicted))
-    assert steady.sigma(name) < 1.2 * SIGMA_FLOOR
+    steady.latency.observe(name, 2, _observed(6 * predicted))
+    assert steady.latency.sigma(name) < 1.2 * SIGMA_FLOOR
     # the planner is given the runtime's sigma, so the steady runtime's bound is the tighter one
-    steady.reset_learning()
-    assert steady.sigma(name) == prior and not steady.corrections
+    steady.latency.reset()
+    assert steady.latency.sigma(name) == prior and not steady.latency.corrections

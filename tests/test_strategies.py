@@ -8,7 +8,9 @@ import pytest
 
 from edgert.errors import UsageError
 from edgert.runners.types import CancelToken, Deadline, SamplingParams
-from edgert.strategies import AnswerSpec, Config, ThinkingFormat, strategy, vote, vote_decided
+from edgert.answers import AnswerSpec
+from edgert.chat_template import ThinkingFormat
+from edgert.strategies import Config, strategy, vote, vote_decided
 
 EASY = "What is the capital of France? Answer with one word."
 HARD = "Which letter comes first in the alphabet: A, B, C or D? Answer with the letter only."

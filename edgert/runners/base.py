@@ -227,8 +227,11 @@ class Runner(ABC):
         params, deadline, cancel, prompt_ids = self._check_request(prompt_ids, params, deadline, cancel, 1)
         with self._exclusive():
             self._cancel = cancel
+            self.step_log.clear()
             try:
-                return self._loop(prompt_ids, params, deadline, on_token, cancel)
+                result = self._loop(prompt_ids, params, deadline, on_token, cancel)
+                result.steps = list(self.step_log)
+                return result
             finally:
                 self._cancel = None
 
@@ -255,6 +258,7 @@ class Runner(ABC):
         results: List[GenerationResult] = []
         with self._exclusive():
             self._cancel = cancel
+            self.step_log.clear()
             try:
                 start = 0
                 while start < n:
@@ -262,7 +266,7 @@ class Runner(ABC):
                     stopped = should_stop is not None and finished and should_stop(finished)
                     if stopped or cancel.cancelled or deadline.remaining_s() <= RETURN_MARGIN_S:
                         reason = "dropped" if stopped else ("cancelled" if cancel.cancelled else "deadline")
-                        results += [self._empty_result(prompt_ids, reason, deadline) for _ in range(n - start)]
+                        results += [self.empty_result(prompt_ids, reason, deadline) for _ in range(n - start)]
                         break
                     seeds = [None if params.seed is None else params.seed + start + i for i in range(width)]
                     if width == 1:
@@ -274,6 +278,9 @@ class Runner(ABC):
                     start += width
             finally:
                 self._cancel = None
+        steps = list(self.step_log)  # one list for the whole call: its steps are shared by the samples
+        for result in results:
+            result.steps = steps
         return results
 
     def _check_request(self, prompt_ids, params, deadline, cancel, width: int):
@@ -291,7 +298,7 @@ class Runner(ABC):
             )
         return params, deadline or Deadline(None), cancel or CancelToken(), prompt_ids
 
-    def _empty_result(self, prompt_ids: List[int], reason: str, deadline: Deadline) -> GenerationResult:
+    def empty_result(self, prompt_ids: List[int], reason: str, deadline: Deadline) -> GenerationResult:
         return GenerationResult(text="", finish_reason=reason, tokens_in=len(prompt_ids), tokens_out=0,
                                 prefill_ms=0.0, decode_step_ms=[], total_ms=0.0, deadline_s=deadline.seconds)
 

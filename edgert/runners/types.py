@@ -103,6 +103,9 @@ class GenerationResult:
     token_ids: List[int] = field(default_factory=list)
     token_logprobs: List[float] = field(default_factory=list)
     cached_tokens: int = 0  # prompt tokens found in the cache and not evaluated again
+    #: the timing records of the engine call that produced this result (results of one batched
+    #: call share one list): what the online latency model learns from
+    steps: List[StepRecord] = field(default_factory=list)
 
     @property
     def deadline_cut(self) -> bool:

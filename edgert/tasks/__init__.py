@@ -20,8 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
-from ..answers import ANSWER_TYPES, choice_letters, is_number, normalize_answer
+from ..answers import ANSWER_TYPES, AnswerSpec, choice_letters, is_number, normalize_answer
+from ..chat_template import ThinkingFormat
 from ..errors import UsageError
+from ..runners.base import Runner
 
 BUILTIN_TASK_SETS = ("arithmetic", "facts")
 SPLITS = ("test", "shot")
@@ -208,3 +210,23 @@ def format_prompt(task: Task, *, chat: bool, shots: Sequence[Task] = ()) -> str:
     else:
         body = f"{task.prompt}\n{CHAT_INSTRUCTIONS[task.type]}"
     return f"Examples:\n\n{examples}Now answer this question.\n{body}" if shots else body
+
+
+#: where a base model's few-shot answer ends (the next line, or a new question)
+BASE_MODEL_STOPS = ("\n", "Question:")
+
+
+def prepare_task(runner: Runner, task: Task, shots: Sequence[Task] = (), stop: Sequence[str] = ()) -> Tuple[List[int], AnswerSpec]:
+    """Token ids and answer spec of a task: chat-formatted for chat models, few-shot for base
+    models. Calibration and the runtime both use it, so a request is asked the way its
+    accuracy was measured."""
+    chat = runner.has_chat_template
+    text = format_prompt(task, chat=chat, shots=() if chat else shots)
+    spec = AnswerSpec(
+        kind=task.type,
+        choices=tuple(task.choices),
+        pattern=task.pattern,
+        stop=tuple(stop) + (() if chat else BASE_MODEL_STOPS),
+        thinking=ThinkingFormat.for_template(runner.chat_template_source),
+    )
+    return runner.encode(text, chat=chat), spec

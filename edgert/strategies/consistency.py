@@ -1,0 +1,112 @@
+"""Voting over several samples: self-consistency, its early-stopping form, and best-of-N.
+
+- ``sc``: N samples, majority vote over the extracted answers.
+- ``esc``: early-stopping self-consistency. The samples are drawn in two waves (a majority
+  first, then the rest) and drawing stops as soon as the remaining samples cannot change the
+  vote; easy prompts finish after the first wave. Calibration records it with the samples it
+  would have drawn (its answer is always the full vote's), which is where it saves time.
+- ``bon``: best-of-N, the sample with the highest mean token log-probability wins.
+
+The samples of a prompt are decoded together where the backend batches (llama.cpp:
+parallel sequences over the prompt's shared KV cache).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from ..answers import AnswerSpec
+from ..runners.types import GenerationResult
+from .base import Draws, Phase, Strategy, StrategyOutcome, Trial, finish_reason, vote, vote_decided
+
+
+class SelfConsistency(Strategy):
+    name = "sc"
+    multi_sample = True
+
+    def schedule(self, config, prompt_tokens):
+        return [Phase("prefill", prompt_tokens), Phase("decode", config.answer_tokens, config.n)]
+
+    def _pick(self, samples: List[GenerationResult], spec: AnswerSpec) -> Tuple[Optional[str], str, Dict[str, int]]:
+        answers = [spec.extract(s.text) for s in samples]
+        winner, counts = vote(answers, [s.mean_logprob for s in samples])
+        text = next((s.text for s, a in zip(samples, answers) if a == winner and winner is not None),
+                    samples[0].text if samples else "")
+        return winner, text, counts
+
+    def run(self, runner, prompt_ids, config, spec, deadline, cancel, seed=None, reserve_s=None):
+        samples = runner.generate_many(prompt_ids, config.n, self._sampling(config, spec, seed, greedy=False),
+                                       deadline=deadline, cancel=cancel)
+        winner, text, counts = self._pick(samples, spec)
+        return StrategyOutcome(winner, text, finish_reason(samples), samples, counts)
+
+    def replay(self, draws: Draws, grid, variant: str) -> Iterator[Trial]:
+        for a in grid.answer_tokens:
+            answers = [draws.spec.extract(s.text(a)) for s in draws.samples]
+            scores = [s.score(a) for s in draws.samples]
+            tokens = [s.tokens(a) for s in draws.samples]
+            for config in self.grid_configs(grid, variant, a):
+                yield self._trial(config, answers[:config.n], scores[:config.n], tokens[:config.n])
+
+    def _trial(self, config, answers, scores, tokens) -> Trial:
+        return Trial(config, vote(answers, scores)[0], config.n, sum(tokens), max(tokens))
+
+
+class EarlyStoppingSelfConsistency(SelfConsistency):
+    name = "esc"
+
+    @staticmethod
+    def first_wave(n: int) -> int:
+        return n // 2 + 1  # a majority: if they all agree, the rest cannot change the vote
+
+    def schedule(self, config, prompt_tokens):
+        k = self.first_wave(config.n)
+        phases = [Phase("prefill", prompt_tokens), Phase("decode", config.answer_tokens, k)]
+        if config.n > k:
+            phases += [Phase("prefill", 1), Phase("decode", config.answer_tokens, config.n - k)]
+        return phases
+
+    def run(self, runner, prompt_ids, config, spec, deadline, cancel, seed=None, reserve_s=None):
+        params = self._sampling(config, spec, seed, greedy=False)
+        done: List[GenerationResult] = []
+
+        def should_stop(finished: List[GenerationResult]) -> bool:
+            drawn = done + finished
+            return vote_decided([spec.extract(s.text) for s in drawn], config.n - len(drawn))
+
+        k = self.first_wave(config.n)
+        done += runner.generate_many(prompt_ids, k, params, deadline=deadline, cancel=cancel, should_stop=should_stop)
+        finished = [s for s in done if s.finish_reason != "dropped"]
+        if config.n > k and not should_stop([]) and not deadline.expired() and not cancel.cancelled:
+            second = runner.generate_many(prompt_ids, config.n - k, replace(params, seed=params.seed + k),
+                                          deadline=deadline, cancel=cancel, should_stop=should_stop)
+            done += second
+            finished += [s for s in second if s.finish_reason != "dropped"]
+        winner, text, counts = self._pick(finished, spec)
+        return StrategyOutcome(winner, text, finish_reason(finished), finished, counts)
+
+    def _trial(self, config, answers, scores, tokens) -> Trial:
+        n = config.n
+        k = self.first_wave(n)
+        drawn = k if n == k or vote_decided(answers[:k], n - k) else n
+        steps = max(tokens[:k]) + (max(tokens[k:n]) if drawn > k else 0)
+        return Trial(config, vote(answers, scores)[0], drawn, sum(tokens[:drawn]), steps)
+
+
+class BestOfN(SelfConsistency):
+    name = "bon"
+
+    def run(self, runner, prompt_ids, config, spec, deadline, cancel, seed=None, reserve_s=None):
+        samples = runner.generate_many(prompt_ids, config.n, self._sampling(config, spec, seed, greedy=False),
+                                       deadline=deadline, cancel=cancel)
+        scored = [s for s in samples if s.tokens_out > 0] or samples
+        best = max(scored, key=lambda s: s.mean_logprob)
+        answers = [spec.extract(s.text) for s in samples]
+        counts = dict(Counter(a for a in answers if a is not None))
+        return StrategyOutcome(spec.extract(best.text), best.text, finish_reason(samples), samples, counts)
+
+    def _trial(self, config, answers, scores, tokens) -> Trial:
+        best = max(range(config.n), key=lambda i: scores[i])
+        return Trial(config, answers[best], config.n, sum(tokens), max(tokens))
