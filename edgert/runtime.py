@@ -17,7 +17,6 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -33,9 +32,10 @@ from .planner import Limits, plan
 from .profiler.online import LatencyCorrector
 from .profiler.profile import DeviceProfile
 from .request import Request
+from .result import RuntimeResult
 from .runners.base import Runner
 from .runners.registry import open_runner
-from .runners.types import CancelToken, Deadline, GenerationResult, TokenCallback
+from .runners.types import CancelToken, Deadline, TokenCallback
 from .strategies import FORCED_CLOSE_TOKENS, Config, StrategyOutcome, strategy as get_strategy
 from .tasks import Task, TaskSet, prepare_task
 
@@ -43,76 +43,6 @@ from .tasks import Task, TaskSet, prepare_task
 LOAD_BYTES_PER_S = 250e6
 
 RunnerFactory = Callable[[Bundle, Variant, int, int], Runner]
-
-
-@dataclass
-class RuntimeResult:
-    """An answer with its telemetry."""
-
-    text: str
-    variant: str
-    finish_reason: str
-    latency_ms: float
-    load_ms: float
-    generation: GenerationResult
-    deadline_s: Optional[float] = None
-    answer: Optional[str] = None
-    config: Optional[Dict[str, Any]] = None
-    plan: Optional[Dict[str, Any]] = None
-    samples: List[GenerationResult] = field(default_factory=list)
-    votes: Dict[str, int] = field(default_factory=dict)
-    forced: bool = False
-    energy_j: Optional[float] = None
-    energy_provenance: str = "unknown"
-    threads: Optional[int] = None
-    power_setting: Optional[str] = None  # the device knob's position (Jetson mode, GPU limit)
-    warnings: List[str] = field(default_factory=list)
-
-    @property
-    def deadline_cut(self) -> bool:
-        return self.finish_reason == "deadline"
-
-    @property
-    def deadline_met(self) -> Optional[bool]:
-        """Whether the answer arrived by the deadline (None when there was no deadline)."""
-        if self.deadline_s is None:
-            return None
-        return self.latency_ms <= self.deadline_s * 1000
-
-    @property
-    def tokens_out(self) -> int:
-        return sum(s.tokens_out for s in self.samples) if self.samples else self.generation.tokens_out
-
-    def to_dict(self) -> Dict[str, object]:
-        g = self.generation
-        return {
-            "text": self.text,
-            "answer": self.answer,
-            "variant": self.variant,
-            "config": self.config,
-            "finish_reason": self.finish_reason,
-            "deadline_s": self.deadline_s,
-            "deadline_met": self.deadline_met,
-            "deadline_cut": self.deadline_cut,
-            "latency_ms": round(self.latency_ms, 3),
-            "load_ms": round(self.load_ms, 3),
-            "threads": self.threads,
-            "power_setting": self.power_setting,
-            "warnings": self.warnings,
-            "tokens_in": g.tokens_in,
-            "tokens_out": self.tokens_out,
-            "samples": len(self.samples) or 1,
-            "votes": self.votes,
-            "forced": self.forced,
-            "energy_j": None if self.energy_j is None else round(self.energy_j, 4),
-            "energy_provenance": self.energy_provenance,
-            "prefill_ms": round(g.prefill_ms, 3),
-            "decode_ms": round(g.decode_ms, 3),
-            "decode_tokens_per_s": round(g.decode_tokens_per_s, 2),
-            "decode_step_ms": [round(x, 3) for x in g.decode_step_ms],
-            "plan": self.plan,
-        }
-
 
 
 def _default_factory(bundle: Bundle, variant: Variant, n_ctx: int, n_threads: int) -> Runner:

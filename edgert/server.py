@@ -45,7 +45,8 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from .errors import DeadlineError, EdgertError, UsageError
 from .runners.types import RETURN_MARGIN_S, CancelToken
-from .runtime import Runtime, RuntimeResult
+from .result import RuntimeResult
+from .runtime import Runtime
 from .strategies import Strategy
 
 try:

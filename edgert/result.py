@@ -1,0 +1,81 @@
+"""What the runtime returns for one request: the answer and its telemetry.
+
+Its own module so that the server, the CLI and applications can read and render results
+without importing the runtime's machinery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .runners.types import GenerationResult
+
+
+@dataclass
+class RuntimeResult:
+    """An answer with its telemetry."""
+
+    text: str
+    variant: str
+    finish_reason: str
+    latency_ms: float
+    load_ms: float
+    generation: GenerationResult
+    deadline_s: Optional[float] = None
+    answer: Optional[str] = None
+    config: Optional[Dict[str, Any]] = None
+    plan: Optional[Dict[str, Any]] = None
+    samples: List[GenerationResult] = field(default_factory=list)
+    votes: Dict[str, int] = field(default_factory=dict)
+    forced: bool = False
+    energy_j: Optional[float] = None
+    energy_provenance: str = "unknown"
+    threads: Optional[int] = None
+    power_setting: Optional[str] = None  # the device knob's position (Jetson mode, GPU limit)
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def deadline_cut(self) -> bool:
+        return self.finish_reason == "deadline"
+
+    @property
+    def deadline_met(self) -> Optional[bool]:
+        """Whether the answer arrived by the deadline (None when there was no deadline)."""
+        if self.deadline_s is None:
+            return None
+        return self.latency_ms <= self.deadline_s * 1000
+
+    @property
+    def tokens_out(self) -> int:
+        return sum(s.tokens_out for s in self.samples) if self.samples else self.generation.tokens_out
+
+    def to_dict(self) -> Dict[str, object]:
+        g = self.generation
+        return {
+            "text": self.text,
+            "answer": self.answer,
+            "variant": self.variant,
+            "config": self.config,
+            "finish_reason": self.finish_reason,
+            "deadline_s": self.deadline_s,
+            "deadline_met": self.deadline_met,
+            "deadline_cut": self.deadline_cut,
+            "latency_ms": round(self.latency_ms, 3),
+            "load_ms": round(self.load_ms, 3),
+            "threads": self.threads,
+            "power_setting": self.power_setting,
+            "warnings": self.warnings,
+            "tokens_in": g.tokens_in,
+            "tokens_out": self.tokens_out,
+            "samples": len(self.samples) or 1,
+            "votes": self.votes,
+            "forced": self.forced,
+            "energy_j": None if self.energy_j is None else round(self.energy_j, 4),
+            "energy_provenance": self.energy_provenance,
+            "prefill_ms": round(g.prefill_ms, 3),
+            "decode_ms": round(g.decode_ms, 3),
+            "decode_tokens_per_s": round(g.decode_tokens_per_s, 2),
+            "decode_step_ms": [round(x, 3) for x in g.decode_step_ms],
+            "plan": self.plan,
+        }
