@@ -14,7 +14,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 from rich.text import Text
 
-from edgert import __version__
+from edgert.request import AUTO, Request
+from edgert.runtime import Runtime
+from edgert.strategies import Config, Strategy
+from edgert.version import __version__
 from edgert.errors import EdgertError, UsageError
 
 # pipes and CI logs get 120 columns instead of rich's default 80, so tables stay readable
@@ -168,8 +171,6 @@ def _summary_line(result) -> str:
         deadline = f"deadline {result.deadline_s * 1000:.0f} ms: {verdict}" + (" (cut)" if result.deadline_cut else "")
     head = f"[{result.variant}]"
     if result.config:
-        from edgert.strategies import Config
-
         head = f"[{Config.from_dict(result.config).label}]"
         samples = f" · {len(result.samples)} sample{'s' if len(result.samples) != 1 else ''}"
         energy = "" if result.energy_j is None else f" · {result.energy_j:.2f} J ({result.energy_provenance})"
@@ -182,13 +183,13 @@ def _summary_line(result) -> str:
     )
 
 
-def _run_one(runtime, prompt: str, as_json: bool, **kwargs):
+def _run_one(runtime, request: Request, as_json: bool):
     def stream(piece: str, _token: int) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    planned = kwargs.get("strategy") is not None
-    result = runtime.generate(prompt, on_token=None if as_json or planned else stream, **kwargs)
+    planned = request.strategy is not None
+    result = runtime.run(request, on_token=None if as_json or planned else stream)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return result
@@ -204,7 +205,7 @@ def _run_one(runtime, prompt: str, as_json: bool, **kwargs):
     return result
 
 
-STRATEGY_NAMES = ("auto", "greedy", "sc", "esc", "bon", "bf")
+STRATEGY_NAMES = (AUTO, *Strategy.registry)
 
 
 @main.command()
@@ -246,27 +247,16 @@ def run(bundle_dir: Path, prompt: str, deadline: Optional[str], max_tokens: int,
     edgert run my-bundle "Tom has 3 apples and buys 4 more. How many?" --strategy auto \\
         --profile edgert-profile.json --deadline 1.5s --power 10W --task-set arithmetic
     """
-    from edgert.runtime import Runtime
-
-    deadline_s = parse_duration_s(deadline)
-    power_w = parse_quantity(power, "--power", "W")
-    energy_j = parse_quantity(energy, "--energy", "J")
-    if strategy is None and any(x is not None for x in (power_w, energy_j, n, think_tokens, answer_type, task_set)):
-        raise UsageError("--power, --energy, --n, --think-tokens, --answer-type and --task-set need --strategy")
-    if strategy == "auto" and (device_profile is None or deadline_s is None):
-        raise UsageError("--strategy auto needs --profile FILE (from edgert profile) and --deadline")
-    if strategy not in (None, "auto") and (power_w is not None or energy_j is not None):
-        raise UsageError("--power and --energy are limits for the planner: use them with --strategy auto")
-    with Runtime(bundle_dir, variant=None if variant in (None, "auto") else variant, n_ctx=n_ctx, n_threads=threads,
-                 profile=device_profile, trace_path=trace_path) as runtime:
-        if strategy is None:
-            _run_one(runtime, prompt, as_json, deadline_s=deadline_s, max_tokens=max_tokens, temperature=temperature,
-                     top_p=top_p, seed=seed, stop=stop, system=system, chat=not raw)
-        else:
-            _run_one(runtime, prompt, as_json, deadline_s=deadline_s, strategy=strategy, power_w=power_w,
-                     energy_j=energy_j, max_tokens=max_tokens, seed=seed, stop=stop, n=n, think_tokens=think_tokens,
-                     answer_type=answer_type, pattern=pattern, task_set=task_set, system=system, chat=not raw,
-                     variant=None if variant in (None, "auto") else variant)
+    request = Request(
+        prompt, chat=not raw, system=system, deadline_s=parse_duration_s(deadline),
+        power_w=parse_quantity(power, "--power", "W"), energy_j=parse_quantity(energy, "--energy", "J"),
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop),
+        strategy=strategy, variant=None if variant in (None, AUTO) else variant, n=n, think_tokens=think_tokens,
+        answer_type=answer_type, pattern=pattern, task_set=task_set,
+    ).check(has_profile=device_profile is not None)  # before any model loads
+    with Runtime(bundle_dir, variant=request.variant, n_ctx=n_ctx, n_threads=threads, profile=device_profile,
+                 trace_path=trace_path) as runtime:
+        _run_one(runtime, request, as_json)
 
 
 # ---------------------------------------------------------------------------- demo
