@@ -206,6 +206,13 @@ def _run_one(runtime, request: Request, as_json: bool):
 
 
 STRATEGY_NAMES = (AUTO, *Strategy.registry)
+#: the options of ``edgert run`` that set each Request field (for the request's messages)
+RUN_OPTIONS = {
+    "deadline_s": "--deadline", "power_w": "--power", "energy_j": "--energy", "strategy": "--strategy",
+    "n": "--n", "think_tokens": "--think-tokens", "answer_type": "--answer-type", "task_set": "--task-set",
+    "pattern": "--pattern", "seed": "--seed", "profile": "--profile FILE (from edgert profile)",
+    "auto_deadline": "--deadline",
+}
 
 
 @main.command()
@@ -253,7 +260,7 @@ def run(bundle_dir: Path, prompt: str, deadline: Optional[str], max_tokens: int,
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop),
         strategy=strategy, variant=None if variant in (None, AUTO) else variant, n=n, think_tokens=think_tokens,
         answer_type=answer_type, pattern=pattern, task_set=task_set,
-    ).check(has_profile=device_profile is not None)  # before any model loads
+    ).check(has_profile=device_profile is not None, names=RUN_OPTIONS)  # before any model loads
     with Runtime(bundle_dir, variant=request.variant, n_ctx=n_ctx, n_threads=threads, profile=device_profile,
                  trace_path=trace_path) as runtime:
         _run_one(runtime, request, as_json)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 from .answers import ANSWER_TYPES
 from .chat_template import Prompt
@@ -20,8 +20,13 @@ from .strategies import Strategy
 
 #: the planner chooses variant, strategy, N, budgets and threads
 AUTO = "auto"
-#: the request's limits, as messages name them
-LIMITS = {"deadline_s": "deadline", "power_w": "power limit", "energy_j": "energy limit"}
+#: the request's limits (each a positive number in the unit its name ends in)
+LIMITS = ("deadline_s", "power_w", "energy_j")
+#: how messages name fields for Python callers (the CLI and the server pass their own names)
+API_NAMES = {
+    "deadline_s": "deadline", "power_w": "power limit", "energy_j": "energy limit", "strategy": "strategy",
+    "profile": "a device profile (make one with edgert profile)", "auto_deadline": "a deadline",
+}
 _UNITS = {"s": "seconds", "w": "watts", "j": "joules"}
 
 
@@ -84,41 +89,47 @@ class Request:
     def with_(self, **changes) -> "Request":
         return replace(self, **changes)
 
-    def check(self, *, has_profile: Optional[bool] = None) -> "Request":
-        """Raise UsageError naming the first field that breaks a rule; return the request.
+    def check(self, *, has_profile: Optional[bool] = None, names: Mapping[str, str] = API_NAMES) -> "Request":
+        """Raise UsageError at the first rule the request breaks; return the request.
 
-        has_profile: whether the runtime has a device profile (None: not known here)."""
+        has_profile: whether the runtime has a device profile (None: not known here).
+        names: how the caller's users spell the fields (the CLI's options, the server's
+        body keys), so that messages name what they typed."""
+        def say(field_name: str) -> str:
+            return names.get(field_name, API_NAMES.get(field_name, field_name))
+
         _check_prompt(self.prompt, self.chat)
-        for name, what in LIMITS.items():
+        for name in LIMITS:
             value = getattr(self, name)
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise UsageError(f"{what} must be a positive number of {name_unit(name)}, found {value!r}")
-        names = (AUTO, *Strategy.registry)
-        if self.strategy is not None and self.strategy not in names:
-            raise UsageError(f"strategy must be one of {', '.join(names)}, found {self.strategy!r}")
-        if self.strategy != AUTO and (self.power_w is not None or self.energy_j is not None):
-            raise UsageError("power and energy limits are for the planner: use them with strategy auto")
+                raise UsageError(f"{say(name)} must be a positive number of {name_unit(name)}, found {value!r}")
+        choices = (AUTO, *Strategy.registry)
+        if self.strategy is not None and self.strategy not in choices:
+            raise UsageError(f"{say('strategy')} must be one of {', '.join(choices)}, found {self.strategy!r}")
         if self.strategy is None:
-            extra = [name for name in ("n", "think_tokens", "answer_type", "task_set", "pattern")
-                     if getattr(self, name) is not None]
+            extra = [say(name) for name in ("power_w", "energy_j", "n", "think_tokens", "answer_type", "task_set",
+                                            "pattern") if getattr(self, name) is not None]
             if extra:
-                raise UsageError(f"{', '.join(extra)} need a strategy (auto or a strategy name)")
+                raise UsageError(f"{', '.join(extra)} need {say('strategy')}")
+        elif self.strategy != AUTO and (self.power_w is not None or self.energy_j is not None):
+            raise UsageError(f"{say('power_w')} and {say('energy_j')} are limits for the planner: "
+                             f"use them with {say('strategy')} auto")
         if self.strategy == AUTO:
-            if self.deadline_s is None:
-                raise UsageError("strategy auto needs a deadline")
             if has_profile is False:
-                raise UsageError("strategy auto needs a device profile (make one with edgert profile)")
+                raise UsageError(f"{say('strategy')} auto needs {say('profile')}")
+            if self.deadline_s is None:
+                raise UsageError(f"{say('strategy')} auto needs {say('auto_deadline')}")
         self.sampling.check()
         for name in ("n", "think_tokens"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise UsageError(f"{name} must be a positive integer, found {value!r}")
+                raise UsageError(f"{say(name)} must be a positive integer, found {value!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise UsageError(f"seed must be an integer, found {self.seed!r}")
+            raise UsageError(f"{say('seed')} must be an integer, found {self.seed!r}")
         if self.answer_type is not None and self.answer_type not in ANSWER_TYPES:
-            raise UsageError(f"answer_type must be one of {', '.join(ANSWER_TYPES)}, found {self.answer_type!r}")
+            raise UsageError(f"{say('answer_type')} must be one of {', '.join(ANSWER_TYPES)}, found {self.answer_type!r}")
         if self.task_set is not None and not isinstance(self.prompt, str):
             raise UsageError("a request with a task set takes the question as a string, found a message list")
         return self

@@ -142,3 +142,35 @@ def test_plan_without_accuracy_table_says_what_to_run(bundle_copy, tmp_path):
     synthetic_profile_for(bundle_copy).save(profile_path)
     out = CliRunner().invoke(main, ["plan", str(bundle_copy), "--device", str(profile_path), "--deadline", "1s"])
     assert out.exit_code != 0 and "edgert calibrate" in out.output
+
+
+def test_a_users_own_task_set_calibrates_and_plans_by_file_or_by_name(bundle_copy, task_file, tmp_path):
+    """calibrate --tasks my.jsonl stores the task set as 'my'; planning then finds it by the
+    file (named by its stem, as calibration names it) and by the name alone."""
+    from edgert.cli.main import main
+    from test_runtime_adaptive import synthetic_profile_for
+
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(task_file.read_text())
+    runner = CliRunner()
+    out = runner.invoke(main, ["calibrate", str(bundle_copy), "--tasks", str(mine), "--answer-tokens", "6",
+                               "--think-tokens", "6", "--n", "2", "--threads", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    assert {r["task_set"] for r in json.loads(out.stdout)} == {"mine"}
+    profile_path = tmp_path / "profile.json"
+    synthetic_profile_for(bundle_copy).save(profile_path)
+    mine_moved = tmp_path / "elsewhere"  # the name works without the file
+    mine.rename(mine_moved)
+    for task_set in ("mine", str(task_file.parent / "mine.jsonl")):
+        if task_set.endswith(".jsonl"):
+            mine_moved.rename(task_set)
+        out = runner.invoke(main, ["run", str(bundle_copy), TASKS[0]["prompt"], "--strategy", "auto", "--profile",
+                                   str(profile_path), "--deadline", "5s", "--task-set", task_set, "--json"])
+        assert out.exit_code == 0, out.output
+        result = json.loads(out.stdout)
+        assert result["plan"]["feasible"] and result["plan"]["expected_accuracy"] is not None
+    with Runtime(bundle_copy, profile=profile_path, n_threads=2) as rt:
+        r = rt.generate(TASKS[1]["prompt"], strategy="auto", deadline_s=5, task_set="mine")
+    assert r.config is not None and r.plan["feasible"]
+    with pytest.raises(Exception, match="no such file"):
+        Runtime(bundle_copy, profile=profile_path).generate("hi", strategy="auto", deadline_s=5, task_set="theirs")
