@@ -19,7 +19,7 @@ from typing import Any, Dict, List
 from edgert.errors import ConversionError
 from edgert.formats.gguf import read_header
 from edgert.formats.safetensors import read_safetensors_header
-from edgert.logs import third_party_verbose
+from edgert.logs import active_route
 from edgert.progress import Progress
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -123,20 +123,22 @@ def _pickles_to_safetensors(path: Path, pickles: List[str], out_dir: Path) -> Pa
 
 def quiet_transformers() -> None:
     """transformers and huggingface_hub print progress bars and notices to stderr; edgert
-    reports progress itself (the library never prints). Inside a verbose log route
-    (``edgert.logs.route_third_party(verbose=True)``) they keep their warnings and bars."""
-    if third_party_verbose():
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_warning()
-        hf_logging.enable_progress_bar()
-        return
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    reports progress itself (the library never prints). Inside an ``edgert.logs`` route their
+    warnings go where the route sends them, and their bars appear only when it is verbose."""
+    route = active_route()
+    if route is None or not route.verbose:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    if route is None:
+        hf_logging.set_verbosity_error()
+    else:
+        hf_logging.set_verbosity_warning()
+    if route is not None and route.verbose:
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
 
 
 def import_gguf(path: Path, out_dir: Path, progress: Progress = None) -> Path:

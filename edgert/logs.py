@@ -55,11 +55,6 @@ def active_route() -> Optional[LogRoute]:
     return _routes[-1] if _routes else None
 
 
-def third_party_verbose() -> bool:
-    """True inside a verbose route: third-party libraries may show their own output."""
-    return bool(_routes) and _routes[-1].verbose
-
-
 def log_dir() -> Path:
     return cache_dir() / "logs"
 
@@ -116,9 +111,8 @@ def route_third_party(verbose: bool = False, path: Optional[Path] = None, kind: 
         for name in THIRD_PARTY_LOGGERS:
             logger = logging.getLogger(name)
             stack.callback(_restore_logger, logger, list(logger.handlers), logger.level, logger.propagate)
-            logger.handlers = []
+            logger.handlers = []  # their own levels stay (transformers: WARNING)
             logger.propagate = True
-            logger.setLevel(logging.NOTSET)
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("default")
         logging.captureWarnings(True)

@@ -73,10 +73,10 @@ class BundleWriter:
     """Adds variants to the bundle at ``out`` (created if missing) as one transaction, holding
     the bundle's lock from entry to exit."""
 
-    def __init__(self, out: os.PathLike | str, *, stage: str = "pack", timeout_s: float = LOCK_TIMEOUT_S):
+    def __init__(self, out: os.PathLike | str, *, stage: str = "pack", timeout_s: Optional[float] = None):
         self.out = Path(out)
         self.stage = stage
-        self.timeout_s = timeout_s
+        self.timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
         self.existing: Optional[Bundle] = None
         self._created = False
         self._reserved: Dict[str, str] = {}  # variant name -> top-level bundle entry
@@ -210,7 +210,7 @@ class BundleWriter:
 
 
 def update_manifest(out: os.PathLike | str, change: Callable[[Manifest], None], *,
-                    timeout_s: float = LOCK_TIMEOUT_S) -> Bundle:
+                    timeout_s: Optional[float] = None) -> Bundle:
     """Re-read the manifest under the bundle's lock, apply ``change`` to it and save it, so a
     concurrent writer's variants or tables are kept (no lost update)."""
     with BundleWriter(out, stage="update", timeout_s=timeout_s) as writer:
