@@ -125,9 +125,7 @@ class Converter:
         distributions (language models). Converters of other networks override this."""
         with self.candidate(artifact, options.threads) as candidate:
             metrics = evaluate_lm(reference, candidate, reference.windows())
-        limits = self.gate_thresholds(artifact.quantization).override(
-            {k: v for k, v in options.thresholds.items() if k in LM_GATE_NAMES})
-        return judge(metrics, limits)
+        return judge(metrics, self.gate_thresholds(artifact.quantization).override(options.thresholds))
 
     def estimated_output_bytes(self, source: Source, quantization: str) -> int:
         """Rough size of one output, for the disk-space pre-flight (default: fp16 weights)."""

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence
 
 import numpy as np
 
-from edgert.errors import UsageError
+from edgert.errors import ConversionError
 from edgert.runners.registry import runner_for
 
 from .source import quiet_transformers
@@ -51,10 +51,10 @@ class Thresholds:
     max_ppl_increase_pct: float
 
     def override(self, values: Dict[str, float]) -> "Thresholds":
-        known = sorted(self.__dict__)
+        known = list(self.__dict__)
         unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise UsageError(f"--gate {', '.join(unknown)}: expected one of {', '.join(known)}")
+        if unknown:  # convert() refuses these before any work; this is for direct callers of the gate
+            raise ConversionError(f"gate threshold(s) {', '.join(unknown)}: expected {', '.join(known)}")
         return Thresholds(**{**self.__dict__, **values})
 
 

@@ -82,6 +82,9 @@ class _LogStream(io.TextIOBase):
     def isatty(self) -> bool:
         return False
 
+    def fileno(self) -> int:  # code that writes to the descriptor (or dups it) writes to the log too
+        return self._log.fileno()
+
     def writable(self) -> bool:
         return True
 
