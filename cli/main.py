@@ -414,8 +414,10 @@ def _parse_thresholds(values: List[str]) -> dict:
 @click.option("--gate", "gate_overrides", multiple=True, help="Override a quality-gate threshold, e.g. --gate max_mean_kld=0.5.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for quantization and checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the added variants and gate results as JSON.")
+@click.option("--verbose", "-v", is_flag=True, help="Show third-party logs, warnings and progress bars instead of writing them to a log file.")
 def convert(source: Path, target: str, quants: str, out: Path, trust_pickle: bool, imatrix: Optional[str],
-            calibration: Optional[Path], block_size: int, gate_overrides: List[str], threads: Optional[int], as_json: bool) -> None:
+            calibration: Optional[Path], block_size: int, gate_overrides: List[str], threads: Optional[int], as_json: bool,
+            verbose: bool) -> None:
     """Convert SOURCE (a Hugging Face directory or a .gguf file) and add one gate-checked variant per quantization."""
     try:
         from edgert.converters.pipeline import convert as run_convert
@@ -435,11 +437,16 @@ def convert(source: Path, target: str, quants: str, out: Path, trust_pickle: boo
     with progress:
         result = run_convert(source, target, [q.strip() for q in quants.split(",") if q.strip()], out,
                              trust_pickle=trust_pickle, thresholds=thresholds, imatrix=imatrix,
-                             calibration=calibration, block_size=block_size, threads=threads, progress=report)
+                             calibration=calibration, block_size=block_size, threads=threads, progress=report,
+                             verbose=verbose)
+    log = str(result.log_path) if result.log_path else None
     if as_json:
-        click.echo(json.dumps({"bundle": str(result.bundle.root), "added": [v.to_dict() for v in result.added]}, indent=1))
+        click.echo(json.dumps({"bundle": str(result.bundle.root), "added": [v.to_dict() for v in result.added],
+                               "log": log}, indent=1))
     else:
         con.print(_gate_table(result))
+        if log:
+            con.print(f"third-party log: {log}")
 
 
 # ------------------------------------------------------------------------- profile

@@ -14,35 +14,25 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .base import Artifact, ConversionError, Converter, ConvertOptions, Source, source_parameter_count
-from .gguf_writer import ARCHITECTURES, FLOAT_FILE_TYPES, supported_architectures, write_gguf
+from edgert.errors import ConversionError
+from edgert.formats.gguf import read_header
+from edgert.runners.llama_cpp import _llama_cpp
 
-# quantization name -> llama_ftype value (llama.h); bits per weight for size estimates
-QUANT_TYPES: Dict[str, int] = {"Q8_0": 7, "Q6_K": 18, "Q5_K_M": 17, "Q4_K_M": 15, "Q4_0": 2}
-BITS_PER_WEIGHT: Dict[str, float] = {"F32": 32, "F16": 16, "BF16": 16, "Q8_0": 8.5, "Q6_K": 6.6, "Q5_K_M": 5.7,
-                                     "Q4_K_M": 4.9, "Q4_0": 4.5}
+from .base import Artifact, Converter, ConvertOptions, tool_versions
+from .gguf_writer import ARCHITECTURES, QUANTIZATIONS, supported_architectures, write_gguf
+from .quality import RunnerLogits, Thresholds, TorchReference
+from .source import Source
 
-
-def _versions() -> Dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for package in ("gguf", "llama-cpp-python", "transformers", "torch", "safetensors"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return out
+#: packages whose versions are recorded with every GGUF artifact
+TOOL_PACKAGES = ("gguf", "llama-cpp-python", "transformers", "torch", "safetensors")
 
 
 def quantize_gguf(source: Path, out: Path, quantization: str, threads: Optional[int] = None,
                   imatrix: Optional[Dict[str, np.ndarray]] = None) -> Path:
     """Quantize a float GGUF with llama.cpp's quantizer (written to a temp name, then renamed)."""
-    from edgert.runners.llama_cpp import _llama_cpp
-
     lib = _llama_cpp()
     params = lib.llama_model_quantize_default_params()
-    params.ftype = QUANT_TYPES[quantization]
+    params.ftype = QUANTIZATIONS[quantization].ftype
     params.nthread = threads or 0
     keep = []
     if imatrix:
@@ -93,8 +83,6 @@ def compute_imatrix(hf_dir: Path, gguf_path: Path) -> Dict[str, np.ndarray]:
     import torch
     import gguf
 
-    from .quality import TorchReference
-
     reference = TorchReference(hf_dir)
     config = reference.model.config
     arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[config.architectures[0]].gguf_arch)
@@ -130,7 +118,10 @@ class GGUFConverter(Converter):
     target = "gguf"
 
     def supported_quantizations(self) -> List[str]:
-        return list(FLOAT_FILE_TYPES) + list(QUANT_TYPES)
+        return list(QUANTIZATIONS)
+
+    def gate_thresholds(self, quantization: str) -> Thresholds:
+        return QUANTIZATIONS[quantization].gate
 
     def supports(self, source: Source) -> Optional[str]:
         if source.architecture not in ARCHITECTURES:
@@ -141,7 +132,7 @@ class GGUFConverter(Converter):
         return None
 
     def estimated_output_bytes(self, source: Source, quantization: str) -> int:
-        return int(source_parameter_count(source) * BITS_PER_WEIGHT[quantization] / 8)
+        return int(source.parameter_count * QUANTIZATIONS[quantization].bits_per_weight / 8)
 
     @staticmethod
     def _from_original_gguf(source: Source) -> Tuple[str, Dict[str, object]]:
@@ -149,8 +140,6 @@ class GGUFConverter(Converter):
         does not keep (pre-tokenizer, add_bos, special ids); read from one header."""
         if source.kind != "gguf":
             return source.name, {}
-        from edgert.formats.gguf import read_header
-
         header = read_header(source.path)
         info = header.tokenizer_info()
         keys = ("add_bos_token", "add_eos_token", "pre", "bos_token_id", "eos_token_id")
@@ -165,8 +154,8 @@ class GGUFConverter(Converter):
         imatrix = None
         for quant in quants:
             out = options.work_dir / f"{quant.lower()}.gguf"
-            meta = {"tool_versions": _versions(), "writer": "edgert gguf_writer"}
-            if quant in FLOAT_FILE_TYPES:
+            meta = {"tool_versions": tool_versions(TOOL_PACKAGES), "writer": "edgert gguf_writer"}
+            if QUANTIZATIONS[quant].file_type:
                 write_gguf(source.hf_dir, out, quant, tokenizer_overrides=overrides, name=name, progress=options.progress)
             else:
                 if float_base is None:
@@ -187,7 +176,5 @@ class GGUFConverter(Converter):
             float_base.unlink()
         return artifacts
 
-    def candidate(self, artifact: Artifact, threads: Optional[int] = None):
-        from .quality import LlamaCppCandidate
-
-        return LlamaCppCandidate(artifact.path, threads)
+    def candidate(self, artifact: Artifact, threads: Optional[int] = None) -> RunnerLogits:
+        return RunnerLogits("gguf", artifact.path, n_ctx=1024, n_threads=threads, n_seq_max=1)

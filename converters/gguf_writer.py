@@ -18,7 +18,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .base import ConversionError, Progress
+from edgert.errors import ConversionError
+from edgert.progress import Progress
+
+from .quality import Thresholds
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,36 @@ ARCHITECTURES: Dict[str, ArchSpec] = {
     "Gemma3ForCausalLM": ArchSpec("GEMMA3", norm_plus_one=True, head_dim_keys=True),
 }
 
-# output type name -> gguf LlamaFileType member
-FLOAT_FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16"}
+@dataclass(frozen=True)
+class GGUFQuantization:
+    """One GGUF output type: how it is written, how big it is, how closely it must match."""
+
+    name: str  # --quant and manifest name
+    file_type: Optional[str]  # gguf.LlamaFileType member of a float type written by edgert's writer
+    ftype: Optional[int]  # llama_ftype (llama.h) of a type made by llama.cpp's quantizer
+    bits_per_weight: float  # for the disk-space estimate
+    gate: Thresholds  # quality-gate limits (see converters/quality.py for the anchors)
+
+
+#: the GGUF target's quantizations. Gate limits measured on SmolLM2-135M (source: its Q4_1 GGUF
+#: dequantized), mean KLD / top-1 / ppl change: F16 0.00001/0.998/+0.03%, Q8_0 0.0053/0.947/+0.3%,
+#: Q6_K 0.0145/0.942/-0.4%, Q5_K_M 0.113/0.842/+18%, Q4_K_M 0.075/0.860/+7.4%, Q4_0 0.377/0.668/+7.5%.
+QUANTIZATIONS: Dict[str, GGUFQuantization] = {
+    q.name: q
+    for q in (
+        GGUFQuantization("F32", "ALL_F32", None, 32, Thresholds(0.0005, 0.99, 0.5)),
+        GGUFQuantization("F16", "MOSTLY_F16", None, 16, Thresholds(0.002, 0.98, 1.0)),
+        GGUFQuantization("BF16", "MOSTLY_BF16", None, 16, Thresholds(0.005, 0.97, 2.0)),
+        GGUFQuantization("Q8_0", None, 7, 8.5, Thresholds(0.02, 0.92, 3.0)),
+        GGUFQuantization("Q6_K", None, 18, 6.6, Thresholds(0.05, 0.90, 5.0)),
+        GGUFQuantization("Q5_K_M", None, 17, 5.7, Thresholds(0.20, 0.80, 25.0)),
+        GGUFQuantization("Q4_K_M", None, 15, 4.9, Thresholds(0.20, 0.80, 15.0)),
+        GGUFQuantization("Q4_0", None, 2, 4.5, Thresholds(0.60, 0.60, 25.0)),
+    )
+}
+
+#: float output type name -> gguf LlamaFileType member (what write_gguf writes itself)
+FLOAT_FILE_TYPES = {q.name: q.file_type for q in QUANTIZATIONS.values() if q.file_type}
 
 # pre-tokenizer names llama.cpp knows, by what identifies the tokenizer (llama-vocab.cpp);
 # used when the source does not carry one from an original GGUF

@@ -1,8 +1,12 @@
 """``edgert convert``: pre-flight, convert, gate every artifact, then add the passing set.
 
 Everything is staged in a hidden directory beside the bundle (same filesystem, so the
-final moves are renames); the manifest is replaced last. A failure, an interruption or a
-failed gate leaves the bundle as it was; if any artifact fails its gate, none is added.
+final moves are renames). The bundle itself is written by ``edgert.bundle.BundleWriter``,
+which holds the bundle's lock twice: briefly at the start (recover a killed writer, refuse a
+name clash before the long work) and for the commit (re-read the manifest, check again, move
+the artifacts, replace the manifest). A failure, an interruption or a failed gate leaves the
+bundle as it was; if any artifact fails its gate, none is added. Third-party output goes to
+a log file (or the screen, ``verbose``) through ``edgert.logs.route_third_party``.
 """
 
 from __future__ import annotations
@@ -16,15 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from edgert import __version__
-from edgert.bundle import Bundle, Manifest, Variant
-from edgert.bundle.pack import describe_gguf, model_label, recover_interrupted, referenced_names, slug
-from edgert.errors import BundleError, DiskFullError, UsageError
-from edgert.fileio import crash_point, free_bytes, is_disk_full, pending_files, sha256_file
-from edgert.formats.gguf import read_header
+import psutil
 
-from .base import (Artifact, ConversionError, ConvertOptions, Progress, QualityGateError, Source, converter_for,
-                   resolve_source, source_parameter_count)
+from edgert import __version__
+from edgert.bundle import Bundle, BundleWriter, Variant
+from edgert.bundle.pack import describe_gguf, model_label, slug
+from edgert.errors import BundleError, ConversionError, DiskFullError, EdgertError, QualityGateError, UsageError
+from edgert.fileio import crash_point, free_bytes, is_disk_full, sha256_file
+from edgert.formats.gguf import read_header
+from edgert.logs import route_third_party
+from edgert.progress import Progress
+
+from .base import Artifact, Converter, ConvertOptions, converter_for
+from .quality import TorchReference
+from .source import Source, resolve_source
 
 STAGING_PREFIX = ".edgert-staging-"
 MEMORY_MARGIN_BYTES = 512 * 1024 * 1024
@@ -36,6 +45,7 @@ class ConvertResult:
     bundle: Bundle
     added: List[Variant]
     gate: Dict[str, Dict]
+    log_path: Optional[Path] = None  # where third-party output went (None: verbose, on the screen)
 
 
 def _label(source_path: Path) -> str:
@@ -59,30 +69,29 @@ def _source_digest(source: Source) -> str:
     return digest.hexdigest()
 
 
-def preflight(source: Source, converter, quantizations: Sequence[str], staging: Path) -> None:
-    """Refuse before the long work: unsupported model, too little disk or memory."""
+def preflight(source: Source, converter: Converter, quantizations: Sequence[str], staging: Path,
+              thresholds: Optional[Dict[str, float]] = None) -> None:
+    """Refuse before the long work: unsupported model, gate limits that do not apply to it,
+    too little disk or memory."""
     reason = converter.supports(source)
     if reason:
         raise ConversionError(reason)
+    converter.check_thresholds(thresholds or {}, source)
     need = sum(converter.estimated_output_bytes(source, q) for q in quantizations)
     free = shutil.disk_usage(staging).free
     if need > free:
         raise ConversionError(f"not enough disk space: the outputs need about {need / 1e9:.1f} GB, "
                               f"{staging} has {free / 1e9:.1f} GB free")
-    try:
-        import psutil
-
-        available = psutil.virtual_memory().available
-    except ImportError:  # pragma: no cover
-        return
+    available = psutil.virtual_memory().available
     # the fp32 reference model for the gate plus one converted copy being evaluated
-    peak = source_parameter_count(source) * (4 + 2) + MEMORY_MARGIN_BYTES
+    peak = source.parameter_count * (4 + 2) + MEMORY_MARGIN_BYTES
     if peak > available:
         raise ConversionError(f"not enough memory: converting and checking this model needs about "
                               f"{peak / 1e9:.1f} GB, {available / 1e9:.1f} GB is available")
 
 
-def _variant_for(artifact: Artifact, name: str, bundle_root: Path, source: Source, gate: Dict, digest: str) -> Variant:
+def _variant_for(artifact: Artifact, name: str, bundle_root: Path, source: Source, gate: Dict, digest: str,
+                 sha256: Optional[str] = None) -> Variant:
     main_rel = artifact.path.relative_to(bundle_root).as_posix()
     provenance = {"source": str(source.path.resolve()), "source_kind": source.kind, "source_sha256": digest,
                   "converted_by": f"edgert {__version__}",
@@ -95,29 +104,47 @@ def _variant_for(artifact: Artifact, name: str, bundle_root: Path, source: Sourc
         tok_cfg = source.hf_dir / "tokenizer_config.json"
         template = json.loads(tok_cfg.read_text()).get("chat_template") if tok_cfg.exists() else None
         fields = dict(format=artifact.format, quantization=artifact.quantization,
-                      parameter_count=source_parameter_count(source),
+                      parameter_count=source.parameter_count,
                       context_length=source.config.get("max_position_embeddings"),
                       architecture=source.model_type, chat_template=template if isinstance(template, str) else None,
                       tokenizer={"model": "tokenizers", "vocab_size": source.config.get("vocab_size")})
     files = [{"file": p.relative_to(bundle_root).as_posix(), "sha256": sha256_file(p), "size_bytes": p.stat().st_size}
              for p in artifact.files]
     extra = {"engine": artifact.metadata["engine"]} if "engine" in artifact.metadata else {}
-    return Variant(name=name, file=main_rel, sha256=sha256_file(artifact.path), size_bytes=artifact.path.stat().st_size,
+    return Variant(name=name, file=main_rel, sha256=sha256 or sha256_file(artifact.path), size_bytes=artifact.path.stat().st_size,
                    provenance=provenance, quality_gate=gate, files=files, extra=extra, **fields)
+
+
+def _refuse_clashes(writer: BundleWriter, names: Dict[str, str], out: Path) -> None:
+    clash = [n for n in names.values() if n in writer.taken_names()]
+    if clash:
+        raise BundleError(f"variant(s) {', '.join(clash)} already exist in {out}; remove them or convert into another bundle")
 
 
 def convert(source_path: Path, target: str, quantizations: Sequence[str], out: Path, *,
             trust_pickle: bool = False, thresholds: Optional[Dict[str, float]] = None,
             imatrix: Optional[str] = None, calibration: Optional[Path] = None, block_size: int = 32, threads: Optional[int] = None,
-            progress: Progress = None) -> ConvertResult:
-    """Convert ``source_path`` to ``target`` once per quantization and add the variants to ``out``."""
+            progress: Progress = None, verbose: bool = False, log_path: Optional[Path] = None) -> ConvertResult:
+    """Convert ``source_path`` to ``target`` once per quantization and add the variants to ``out``.
+
+    Third-party logs, warnings and progress bars go to ``log_path`` (default: a new file in
+    ``edgert.logs.log_dir()``), or stay on the screen with ``verbose``."""
     converter = converter_for(target)
     quantizations = converter.check_quantizations(list(quantizations))
     if not quantizations:
         raise UsageError("--quant: expected at least one quantization")
+    thresholds = dict(thresholds or {})
+    converter.check_thresholds(thresholds)
     out = Path(out)
-    recover_interrupted(out)
-    existing = Bundle.open_for_writing(out)
+    source_path = Path(source_path)
+    with BundleWriter(out, stage="convert") as writer:  # recovers a killed writer, refuses a non-bundle
+        if not source_path.exists():
+            raise ConversionError(f"source not found: {source_path}")
+        label = _label(source_path)
+        # names as recorded: a quantization's label (int4 -> int4-block32) keys artifacts and gates
+        labels = [converter.quantization_label(q, block_size) for q in quantizations]
+        names = {q: _variant_name(label, target, q) for q in labels}
+        _refuse_clashes(writer, names, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
     staging = out.parent / f"{STAGING_PREFIX}{out.name}-{os.getpid()}"
@@ -125,39 +152,18 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
     staging.mkdir()
     crash_point("convert.staged")
     try:
-        if not Path(source_path).exists():
-            raise ConversionError(f"source not found: {source_path}")
-        label = _label(Path(source_path))
-        names = {q: _variant_name(label, target, q) for q in quantizations}
-        taken = {v.name for v in existing.variants} if existing else set()
-        clash = [n for n in names.values() if n in taken]
-        if clash:
-            raise BundleError(f"variant(s) {', '.join(clash)} already exist in {out}; remove them or convert into another bundle")
-        source = resolve_source(source_path, staging, trust_pickle=trust_pickle, progress=progress)
-        preflight(source, converter, quantizations, staging)
-        crash_point("convert.preflight_passed")
-        work = staging / "artifacts"
-        work.mkdir()
-        options = ConvertOptions(quantizations=quantizations, work_dir=work, block_size=block_size,
-                                 imatrix=Path(imatrix) if imatrix and imatrix != "auto" else imatrix,
-                                 calibration=Path(calibration) if calibration else None,
-                                 thresholds=thresholds or {}, threads=threads, progress=progress)
-        artifacts = converter.convert(source, options)
-        crash_point("convert.converted")
-        reference = _reference(source, converter)
-        gates: Dict[str, Dict] = {}
-        failed = []
-        for index, artifact in enumerate(artifacts):
-            if progress:
-                progress(f"quality gate {artifact.quantization}", index, len(artifacts))
-            result = converter.gate(source, artifact, reference, options)
-            gates[artifact.quantization] = result.to_dict()
-            if not result.passed:
-                failed.append(f"{artifact.quantization}: {'; '.join(result.failures)}")
-        if failed:
-            raise QualityGateError("quality gate failed, nothing was added to the bundle: " + " | ".join(failed))
-        crash_point("convert.gated")
-        return _commit(out, existing, artifacts, names, source, gates, label)
+        with route_third_party(verbose, log_path, kind="convert") as route:
+            try:
+                artifacts, gates, source = _convert_and_gate(source_path, converter, quantizations, staging, thresholds,
+                                                             trust_pickle, imatrix, calibration, block_size, threads,
+                                                             progress)
+            except EdgertError as exc:
+                if route.written:
+                    exc.args = (f"{exc.args[0] if exc.args else exc} (third-party log: {route.path})", *exc.args[1:])
+                raise
+        result = _commit(out, artifacts, names, source, gates, label)
+        result.log_path = route.path
+        return result
     except OSError as exc:
         if is_disk_full(exc):
             free = free_bytes(staging)
@@ -167,6 +173,37 @@ def convert(source_path: Path, target: str, quantizations: Sequence[str], out: P
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _convert_and_gate(source_path: Path, converter: Converter, quantizations: List[str], staging: Path,
+                      thresholds: Dict[str, float], trust_pickle: bool, imatrix: Optional[str],
+                      calibration: Optional[Path], block_size: int, threads: Optional[int], progress: Progress):
+    """The long work, in the staging directory: resolve, pre-flight, convert, gate."""
+    source = resolve_source(source_path, staging, trust_pickle=trust_pickle, progress=progress)
+    preflight(source, converter, quantizations, staging, thresholds)
+    crash_point("convert.preflight_passed")
+    work = staging / "artifacts"
+    work.mkdir()
+    options = ConvertOptions(quantizations=quantizations, work_dir=work, block_size=block_size,
+                             imatrix=Path(imatrix) if imatrix and imatrix != "auto" else imatrix,
+                             calibration=Path(calibration) if calibration else None,
+                             thresholds=thresholds, threads=threads, progress=progress)
+    artifacts = converter.convert(source, options)
+    crash_point("convert.converted")
+    reference = _reference(source, converter)
+    gates: Dict[str, Dict] = {}
+    failed = []
+    for index, artifact in enumerate(artifacts):
+        if progress:
+            progress(f"quality gate {artifact.quantization}", index, len(artifacts))
+        result = converter.gate(source, artifact, reference, options)
+        gates[artifact.quantization] = result.to_dict()
+        if not result.passed:
+            failed.append(f"{artifact.quantization}: {'; '.join(result.failures)}")
+    if failed:
+        raise QualityGateError("quality gate failed, nothing was added to the bundle: " + " | ".join(failed))
+    crash_point("convert.gated")
+    return artifacts, gates, source
 
 
 def _remove_stale_staging(out: Path) -> None:
@@ -183,54 +220,37 @@ def _remove_stale_staging(out: Path) -> None:
             pass
 
 
-def _reference(source: Source, converter):
+def _reference(source: Source, converter: Converter):
     make = getattr(converter, "reference", None)
     if make is not None:
         return make(source)
-    from .quality import TorchReference
-
     return TorchReference(source.hf_dir)
 
 
-def _commit(out: Path, existing: Optional[Bundle], artifacts: List[Artifact], names: Dict[str, str],
-            source: Source, gates: Dict[str, Dict], label: str) -> ConvertResult:
-    out.mkdir(exist_ok=True)
-    root = out.resolve()
+def _commit(out: Path, artifacts: List[Artifact], names: Dict[str, str], source: Source, gates: Dict[str, Dict],
+            label: str) -> ConvertResult:
+    """Hand the gated artifacts to the bundle writer: a directory per multi-file artifact,
+    else one file; the manifest is re-read under the lock, so concurrent additions are kept."""
     digest = _source_digest(source)
-    moved: List[Path] = []
-    variants: List[Variant] = []
-    targets = [names[a.quantization] if a.files else f"{names[a.quantization]}{a.path.suffix}" for a in artifacts]
-    try:
-        with pending_files(root, targets):
-            crash_point("convert.journaled")
-            for artifact in artifacts:
-                name = names[artifact.quantization]
-                if artifact.files:  # multi-file artifacts get a directory of their own
-                    target_dir = root / name
-                    shutil.rmtree(target_dir, ignore_errors=True)
-                    os.replace(artifact.path.parent, target_dir)
-                    moved.append(target_dir)
-                    artifact = Artifact(artifact.format, artifact.quantization, target_dir / artifact.path.name,
-                                        [target_dir / p.relative_to(artifact.path.parent) for p in artifact.files],
-                                        artifact.metadata)
-                else:
-                    target = root / f"{name}{artifact.path.suffix}"
-                    os.replace(artifact.path, target)
-                    moved.append(target)
-                    artifact = Artifact(artifact.format, artifact.quantization, target, [], artifact.metadata)
-                crash_point("convert.moved")
-                variants.append(_variant_for(artifact, name, root, source, gates[artifact.quantization], digest))
-            manifest = existing.manifest if existing else Manifest(model_name=label, created_by=f"edgert {__version__}")
-            manifest.variants.extend(variants)
-            bundle = Bundle(root, manifest)
-            crash_point("convert.before_manifest")
-            bundle.save_manifest()
-            crash_point("convert.committed")
-    except BaseException:
-        committed = referenced_names(root) or set()
-        for path in moved:
-            if path.relative_to(root).as_posix() in committed:
-                continue
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-        raise
+    with BundleWriter(out, stage="convert") as writer:
+        _refuse_clashes(writer, names, out)
+        root = writer.root
+        for artifact in artifacts:
+            name = names[artifact.quantization]
+            writer.reserve(name, name if artifact.files else f"{name}{artifact.path.suffix}")
+        variants: List[Variant] = []
+        for artifact in artifacts:
+            name = names[artifact.quantization]
+            sha256 = None
+            if artifact.files:  # multi-file artifacts get a directory of their own
+                target_dir = writer.add_dir(artifact.path.parent, name, mode="move")
+                artifact = Artifact(artifact.format, artifact.quantization, target_dir / artifact.path.name,
+                                    [target_dir / p.relative_to(artifact.path.parent) for p in artifact.files],
+                                    artifact.metadata)
+            else:
+                target = root / f"{name}{artifact.path.suffix}"
+                sha256 = writer.add_file(artifact.path, name, mode="move")
+                artifact = Artifact(artifact.format, artifact.quantization, target, [], artifact.metadata)
+            variants.append(_variant_for(artifact, name, root, source, gates[artifact.quantization], digest, sha256))
+        writer.commit(variants, label)
     return ConvertResult(Bundle.open(root), variants, gates)

@@ -9,8 +9,10 @@ cosine similarity.
 Default thresholds are anchored to llama.cpp's published KL-divergence figures for
 Llama-3-8B (mean KLD about 0.0014 for Q8_0 and 0.03 for Q4_K_M; see llama.cpp's
 ``tools/perplexity/README.md``), loosened because small models lose more to
-quantization; the values below were set from measurements on SmolLM2-135M
-(see ``docs/quality-gate.md``). Every threshold can be overridden.
+quantization; the values were set from measurements on SmolLM2-135M (see
+``docs/quality-gate.md``) and live in each target's quantization table (``gate`` field of
+``gguf_writer.QUANTIZATIONS``, ``onnx_convert.QUANTIZATIONS``, ``tensorrt_convert.QUANTIZATIONS``).
+Every threshold can be overridden.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Protocol, Sequence
 
 import numpy as np
+
+from edgert.errors import ConversionError
+from edgert.runners.registry import runner_for
+
+from .source import quiet_transformers
 
 DATA = Path(__file__).parent / "data"
 SAMPLE_TEXT = DATA / "sample_en.txt"
@@ -37,45 +44,18 @@ class LogitsModel(Protocol):
 
 @dataclass(frozen=True)
 class Thresholds:
+    """Gate limits for language models (next-token distributions against the source)."""
+
     max_mean_kld: float
     min_top1: float
     max_ppl_increase_pct: float
 
     def override(self, values: Dict[str, float]) -> "Thresholds":
-        known = {"max_mean_kld", "min_top1", "max_ppl_increase_pct"}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown gate threshold(s) {sorted(unknown)}; expected {sorted(known)}")
+        known = list(self.__dict__)
+        unknown = sorted(set(values) - set(known))
+        if unknown:  # convert() refuses these before any work; this is for direct callers of the gate
+            raise ConversionError(f"gate threshold(s) {', '.join(unknown)}: expected {', '.join(known)}")
         return Thresholds(**{**self.__dict__, **values})
-
-
-# quantization -> thresholds for language models (see the module docstring for the anchors).
-# Measured on SmolLM2-135M (source: its Q4_1 GGUF dequantized), mean KLD / top-1 / ppl change:
-# F16 0.00001/0.998/+0.03%, Q8_0 0.0053/0.947/+0.3%, Q6_K 0.0145/0.942/-0.4%,
-# Q5_K_M 0.113/0.842/+18%, Q4_K_M 0.075/0.860/+7.4%, Q4_0 0.377/0.668/+7.5%.
-LM_THRESHOLDS: Dict[str, Thresholds] = {
-    "F32": Thresholds(0.0005, 0.99, 0.5),
-    "F16": Thresholds(0.002, 0.98, 1.0),
-    "BF16": Thresholds(0.005, 0.97, 2.0),
-    "Q8_0": Thresholds(0.02, 0.92, 3.0),
-    "Q6_K": Thresholds(0.05, 0.90, 5.0),
-    "Q5_K_M": Thresholds(0.20, 0.80, 25.0),
-    "Q4_K_M": Thresholds(0.20, 0.80, 15.0),
-    "Q4_0": Thresholds(0.60, 0.60, 25.0),
-    # ONNX Runtime on SmolLM2-135M: fp32 1e-11/1.000/0%, fp16 3e-5/0.996/0%,
-    # int8-dynamic 0.089/0.813/+2.5%, int8-weight 0.0016/0.982/+1.0%, int4 0.379/0.676/+8.2%
-    "fp32": Thresholds(0.0005, 0.99, 0.5),
-    "fp16": Thresholds(0.002, 0.98, 1.0),
-    "int8-dynamic": Thresholds(0.15, 0.75, 5.0),
-    "int8-weight": Thresholds(0.01, 0.96, 2.0),
-    "int4": Thresholds(0.60, 0.60, 15.0),
-}
-
-
-def lm_thresholds(quantization: str, overrides: Optional[Dict[str, float]] = None) -> Thresholds:
-    key = quantization if quantization in LM_THRESHOLDS else quantization.split("-block")[0]
-    base = LM_THRESHOLDS.get(key, LM_THRESHOLDS["Q4_0"])
-    return base.override(overrides or {})
 
 
 @dataclass
@@ -170,8 +150,6 @@ class TorchReference:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .base import quiet_transformers
-
         quiet_transformers()
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
@@ -200,13 +178,13 @@ class TorchReference:
         return text_windows(self.tokenize, chat_format=self.chat_format)
 
 
-class LlamaCppCandidate:
-    """A GGUF artifact evaluated by llama.cpp (all-position logits)."""
+class RunnerLogits:
+    """An artifact evaluated by edgert's runner for its format (all-position logits in one pass):
+    the candidate side of every language-model gate. ``options`` go to the runner
+    (``n_ctx``, ``n_threads``, ``n_seq_max``, ``engine_key``)."""
 
-    def __init__(self, path: Path, threads: Optional[int] = None):
-        from edgert.runners.llama_cpp import LlamaCppRunner
-
-        self.runner = LlamaCppRunner(path, n_ctx=1024, n_threads=threads, n_seq_max=1)
+    def __init__(self, fmt: str, path: Path, **options: Any):
+        self.runner = runner_for(fmt)(path, **options)
         self.runner.load()
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
@@ -214,3 +192,9 @@ class LlamaCppCandidate:
 
     def close(self) -> None:
         self.runner.close()
+
+    def __enter__(self) -> "RunnerLogits":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

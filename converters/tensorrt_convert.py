@@ -19,6 +19,9 @@ Two builder paths (TensorRT Developer Guide and Python API reference):
 INT8 is explicit quantization in both: the ONNX carries QuantizeLinear/DequantizeLinear
 (e.g. onnxruntime ``quantize_static(..., quant_format=QuantFormat.QDQ)`` with symmetric int8),
 never TensorRT's implicit calibration (removed in 11).
+
+This file is over 400 lines because it is one target, like ``gguf_writer.py``: the version
+tables, the ONNX checks, the builder and the converter describe one engine format.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from edgert.errors import BackendUnavailableError
+from edgert.devices.nvidia import load_nvml
+from edgert.errors import BackendUnavailableError, ConversionError
 from edgert.fileio import atomic_write_bytes
 from edgert.runners.tensorrt import (  # noqa: F401  (re-exported: the build side records the key)
     EngineMismatchError,
@@ -42,7 +46,10 @@ from edgert.runners.tensorrt import (  # noqa: F401  (re-exported: the build sid
     parse_version,
 )
 
-from .base import Artifact, ConversionError, Converter, ConvertOptions, Source
+from .base import Artifact, Converter, ConvertOptions
+from .onnx_convert import export_onnx
+from .quality import RunnerLogits, Thresholds
+from .source import Source
 
 # ------------------------------------------------------------------------ tables
 #: first TensorRT version built strongly typed: weak typing is deprecated from 10.12
@@ -52,16 +59,30 @@ STRONGLY_TYPED_SINCE = (10, 12)
 #: (Python API, NetworkDefinitionCreationFlag).
 EXPLICIT_BATCH_BEFORE = (10, 0)
 
-#: quantization -> (builder flags on the flag-based path, ONNX must carry Q/DQ,
-#: ONNX must be fp16-typed on the strongly typed path). INT8 on the flag-based path keeps
-#: FP16 on so layers outside Q/DQ pairs may run in fp16 (trtexec --int8 --fp16).
+@dataclass(frozen=True)
+class TensorRTQuantization:
+    """One engine precision: how it is built, how big it is, how closely it must match."""
+
+    name: str
+    builder_flags: Tuple[str, ...]  # BuilderFlag members on the flag-based path
+    requires_qdq: bool  # the ONNX must carry Q/DQ nodes
+    requires_fp16_onnx: bool  # the ONNX must be fp16-typed on the strongly typed path
+    weight_bytes_factor: float  # engine weight bytes per fp32 ONNX weight byte
+    gate: Thresholds  # quality-gate limits (as ONNX Runtime's fp32/fp16; int8 as the 4-bit limits)
+
+
+#: the TensorRT target's quantizations. INT8 on the flag-based path keeps FP16 on so layers
+#: outside Q/DQ pairs may run in fp16 (trtexec --int8 --fp16).
 #: (Developer Guide "Working with Quantized Types" / "Explicit Quantization": use Q/DQ with
 #: strong typing, precision flags not required; TensorRT 11 migration guide: BuilderFlag.FP16
 #: -> strong typing, BuilderFlag.INT8 -> explicit quantization with Q/DQ nodes.)
-QUANTIZATIONS: Dict[str, Tuple[Tuple[str, ...], bool, bool]] = {
-    "fp32": ((), False, False),
-    "fp16": (("FP16",), False, True),
-    "int8": (("INT8", "FP16"), True, False),
+QUANTIZATIONS: Dict[str, TensorRTQuantization] = {
+    q.name: q
+    for q in (
+        TensorRTQuantization("fp32", (), False, False, 1.0, Thresholds(0.0005, 0.99, 0.5)),
+        TensorRTQuantization("fp16", ("FP16",), False, True, 0.5, Thresholds(0.002, 0.98, 1.0)),
+        TensorRTQuantization("int8", ("INT8", "FP16"), True, False, 0.25, Thresholds(0.60, 0.60, 25.0)),
+    )
 }
 
 #: highest ONNX opset the bundled ONNX parser reads, by TensorRT version (support matrices /
@@ -77,8 +98,6 @@ MAX_TENSOR_ELEMENTS = 2**31 - 1
 LARGE_TENSORS_SINCE = (10, 10)
 #: share of device memory the engine's weights may take (activations, KV cache, the OS on Jetson).
 WEIGHT_MEMORY_SHARE = 0.8
-#: bytes per weight element once built, by quantization (fp32 ONNX weights as the base).
-WEIGHT_BYTES_FACTOR = {"fp32": 1.0, "fp16": 0.5, "int8": 0.25}
 
 # optimization profile defaults (batch 1..8, sequence 1..context)
 DEFAULT_MAX_BATCH = 8
@@ -99,6 +118,7 @@ TIMING_CACHE_NAME = "tensorrt.timing-cache"
 BESIDE_ENGINE = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                  "generation_config.json", "config.json")
 ONNX_OPTIMUM_TASK = "text-generation-with-past"
+FP32_BYTES = 4
 
 
 class TensorRTUnavailable(ConversionError, BackendUnavailableError):
@@ -155,7 +175,8 @@ def precision_plan(tensorrt_version, quantization: str) -> PrecisionPlan:
         raise ConversionError(f"TensorRT quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
     if version < (8, 5):
         raise ConversionError(f"TensorRT {'.'.join(map(str, version))} is too old: edgert builds with 8.5 or newer")
-    flags, qdq, fp16_onnx = QUANTIZATIONS[quantization]
+    spec = QUANTIZATIONS[quantization]
+    flags, qdq, fp16_onnx = spec.builder_flags, spec.requires_qdq, spec.requires_fp16_onnx
     if version >= STRONGLY_TYPED_SINCE:
         return PrecisionPlan(version, quantization, "strongly_typed", ("STRONGLY_TYPED",), (), qdq, fp16_onnx)
     network = ("EXPLICIT_BATCH",) if version < EXPLICIT_BATCH_BEFORE else ()
@@ -331,7 +352,7 @@ def prepare_onnx(
                     "per tensor (large tensors need TensorRT 10.10+)"
                 )
     if device_memory_bytes:
-        built = int(weight_bytes * WEIGHT_BYTES_FACTOR[plan.quantization])
+        built = int(weight_bytes * QUANTIZATIONS[plan.quantization].weight_bytes_factor)
         budget = int(device_memory_bytes * WEIGHT_MEMORY_SHARE)
         if built > budget:
             raise ConversionError(
@@ -458,6 +479,9 @@ class TensorRTConverter(Converter):
     def supported_quantizations(self) -> List[str]:
         return list(QUANTIZATIONS)
 
+    def gate_thresholds(self, quantization: str) -> Thresholds:
+        return QUANTIZATIONS[quantization].gate
+
     def supports(self, source: Source) -> Optional[str]:
         reason = tensorrt_unavailable_reason(self.root)
         if reason:
@@ -467,10 +491,8 @@ class TensorRTConverter(Converter):
         return None
 
     def estimated_output_bytes(self, source: Source, quantization: str) -> int:
-        from .base import source_parameter_count
-
-        bytes_per_weight = {"fp32": 4, "fp16": 2, "int8": 1}[quantization.lower()]
-        return bytes_per_weight * source_parameter_count(source)
+        factor = QUANTIZATIONS[quantization.lower()].weight_bytes_factor
+        return int(FP32_BYTES * factor * source.parameter_count)
 
     def convert(self, source: Source, options: ConvertOptions) -> List[Artifact]:
         quantizations = self.check_quantizations(options.quantizations)
@@ -480,14 +502,14 @@ class TensorRTConverter(Converter):
         trt = _import_tensorrt()
         key = compatibility_key(
             tensorrt_version=trt.__version__, root=self.root,
-            hardware_compatibility=getattr(options, "hardware_compatibility", "none"),
+            hardware_compatibility=options.hardware_compatibility or "none",
         )
         level = key.get("hardware_compatibility", "none")
         if level == "ampere_plus" and key.get("l4t"):
             raise ConversionError("hardware compatibility (ampere_plus) is not supported on JetPack; build without it")
         profile = ProfileOptions(
-            max_batch=getattr(options, "max_batch", None) or DEFAULT_MAX_BATCH,
-            context=getattr(options, "context_length", None) or min(
+            max_batch=options.max_batch or DEFAULT_MAX_BATCH,
+            context=options.context_length or min(
                 int(source.config.get("max_position_embeddings") or DEFAULT_CONTEXT), DEFAULT_CONTEXT),
         )
         plans = {q: precision_plan(trt.__version__, q) for q in quantizations}
@@ -500,7 +522,7 @@ class TensorRTConverter(Converter):
             if options.progress:
                 options.progress(f"TensorRT build {q}", i, len(quantizations))
             started = time.perf_counter()
-            engine = build_engine(trt, prepared[q], plans[q], cache, getattr(options, "workspace_bytes", None), level)
+            engine = build_engine(trt, prepared[q], plans[q], cache, options.workspace_bytes, level)
             out_dir = Path(options.work_dir) / f"tensorrt-{q}"
             out_dir.mkdir(parents=True, exist_ok=True)
             path = out_dir / ENGINE_NAME
@@ -534,44 +556,16 @@ class TensorRTConverter(Converter):
         found = find_onnx(source.hf_dir)
         if found is not None:
             return found
-        try:
-            from optimum.exporters.onnx import main_export
-        except ImportError:
-            raise ConversionError("ONNX export unavailable (the source is not ONNX): install edgert[convert]") from None
-        out = Path(options.work_dir) / "onnx-export"
-        if options.progress:
-            options.progress("export ONNX (optimum)", 0, 1)
-        main_export(str(source.hf_dir), output=str(out), task=ONNX_OPTIMUM_TASK, device="cpu")
-        found = find_onnx(out)
-        if found is None:
-            raise ConversionError(f"optimum's export wrote no single ONNX model into {out}")
-        return found
+        return export_onnx(source, ONNX_OPTIMUM_TASK, Path(options.work_dir) / "onnx-export", options.progress)
 
-    def candidate(self, artifact: Artifact, threads: Optional[int] = None):
-        return TensorRTCandidate(artifact)
-
-
-class TensorRTCandidate:
-    """A built engine evaluated by the TensorRT runner (all-position logits) for the quality gate."""
-
-    def __init__(self, artifact: Artifact, n_ctx: int = 1024):
-        from edgert.runners.tensorrt import TensorRTRunner
-
-        self.runner = TensorRTRunner(artifact.path, engine_key=artifact.metadata.get("engine"), n_ctx=n_ctx)
-        self.runner.load()
-
-    def logits(self, ids):
-        return self.runner.logits_for(list(ids))
-
-    def close(self) -> None:
-        self.runner.close()
+    def candidate(self, artifact: Artifact, threads: Optional[int] = None) -> RunnerLogits:
+        """A built engine evaluated by the TensorRT runner (all-position logits) for the quality gate."""
+        return RunnerLogits("tensorrt", artifact.path, engine_key=artifact.metadata.get("engine"), n_ctx=1024)
 
 
 def _device_memory_bytes() -> Optional[int]:
     """GPU memory from NVML (Jetson: none, so the limit check is skipped there)."""
     try:
-        from edgert.devices.nvidia import load_nvml
-
         nvml = load_nvml()
         return int(nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(0)).total)
     except Exception:  # memory is advisory: a failing query only skips the check

@@ -29,7 +29,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .bundle import Bundle
+from .bundle import Bundle, update_manifest
 from .errors import UsageError
 from .fileio import atomic_write_bytes
 from .progress import Progress
@@ -219,8 +219,11 @@ def calibrate(
                and r["task"] in wanted_ids and r["variant"] in wanted_variants]
     rows = aggregate(records, task_set.name)
     _save_task_set(bundle, task_set)
-    kept = [row for row in bundle.manifest.accuracy_table
-            if not (row.get("task_set") == task_set.name and row.get("variant") in wanted_variants)]
-    bundle.manifest.accuracy_table = kept + rows
-    bundle.save_manifest()
+
+    def merge(manifest) -> None:  # applied to the manifest as it is on disk, under the bundle's lock
+        kept = [row for row in manifest.accuracy_table
+                if not (row.get("task_set") == task_set.name and row.get("variant") in wanted_variants)]
+        manifest.accuracy_table = kept + rows
+
+    bundle.manifest = update_manifest(bundle.root, merge).manifest
     return rows

@@ -13,32 +13,37 @@ how much space it needed and found; its temp file is removed.
 ``crash_point`` is a test hook: with ``EDGERT_CRASH_POINT=name:N`` the process kills itself
 (SIGKILL) at the Nth time it passes the named point; ``EDGERT_CRASH_TRACE=file`` appends
 every point passed to ``file``. Unset, it costs two environment look-ups.
+
+``exclusive_lock`` is the one-writer-at-a-time lock of a directory (``fcntl.flock`` on a lock
+file inside it, removed again by its holder), and ``cache_dir`` the edgert cache directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
 
 from .errors import DiskFullError
+from .progress import ByteProgress
 
 CHUNK_BYTES = 4 * 1024 * 1024
 TEMP_PREFIX = ".edgert-tmp-"
 PENDING_PREFIX = ".edgert-pending-"
 CRASH_POINT_ENV = "EDGERT_CRASH_POINT"
 CRASH_TRACE_ENV = "EDGERT_CRASH_TRACE"
+LOCK_NAME = ".edgert-lock"
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-#: progress(done_bytes, total_bytes)
-ByteProgress = Callable[[int, int], None]
+LOCK_POLL_S = 0.05
 
 _crash_hits: Dict[str, int] = {}
 
@@ -59,6 +64,12 @@ def crash_point(name: str) -> None:
             os.close(fd)
     if target == point:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def cache_dir() -> Path:
+    """edgert's cache directory: ``$XDG_CACHE_HOME/edgert``, by default ``~/.cache/edgert``."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache") / "edgert"
 
 
 # ------------------------------------------------------------------ full disk
@@ -268,3 +279,77 @@ def recover_pending(directory: Path, keep: Callable[[str], bool]) -> List[Path]:
                 removed.append(target)
         journal.unlink(missing_ok=True)
     return removed
+
+
+# ------------------------------------------------------------------- one writer
+class LockTimeout(Exception):
+    """``exclusive_lock`` waited ``timeout_s`` for another holder (callers say who and what)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path, timeout_s: float) -> Iterator[Path]:
+    """Hold ``fcntl.flock`` on ``directory/LOCK_NAME`` (created as needed) for the with-block.
+
+    A second holder, in this or another process, waits up to ``timeout_s`` and then raises
+    ``LockTimeout``. The holder removes the file before it lets go; a waiter that then wins
+    the lock on the removed file notices (the name no longer leads to its inode) and retries
+    on the new one. A killed holder's file stays behind unlocked: ``remove_stale_lock``.
+    """
+    path = Path(directory) / LOCK_NAME
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the last holder removed the (empty) directory as it left
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(path) from None
+                    time.sleep(LOCK_POLL_S)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and current.st_ino == os.fstat(fd).st_ino:
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # won a lock file its holder had removed: take the new one
+    try:
+        yield path
+    finally:
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def remove_stale_lock(directory: Path) -> bool:
+    """Remove ``directory/LOCK_NAME`` left by a killed holder (nobody holds its lock)."""
+    path = Path(directory) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    try:
+        current = os.stat(path)
+        if current.st_ino != os.fstat(fd).st_ino:
+            return False
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)

@@ -41,7 +41,7 @@ def smollm2_runner(smollm2_bundle):
 def smollm2_hf(smollm2_path, tmp_path_factory) -> Path:
     """The real SmolLM2 GGUF dequantized to a Hugging Face directory (about 30 s, once)."""
     pytest.importorskip("transformers")
-    from edgert.converters.base import import_gguf
+    from edgert.converters.source import import_gguf
 
     return build_once(tmp_path_factory.getbasetemp(), "smollm2-hf", lambda out: import_gguf(smollm2_path, out))
 
@@ -55,7 +55,8 @@ def smollm2_onnx_dir(smollm2_hf, tmp_path_factory) -> Path:
     pytest.importorskip("optimum.exporters.onnx")
     import json
 
-    from edgert.converters.base import ConvertOptions, resolve_source
+    from edgert.converters.base import ConvertOptions
+    from edgert.converters.source import resolve_source
     from edgert.converters.onnx_convert import OnnxConverter
 
     def build(out: Path) -> None:

@@ -183,3 +183,112 @@ def test_real_smollm2_bundle(smollm2_bundle, smollm2_path):
     assert variant.quantization == "Q4_1" and variant.architecture == "llama"
     assert variant.size_bytes == smollm2_path.stat().st_size
     bundle.verify()
+
+
+# ------------------------------------------------------------- one writer at a time
+import dataclasses  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from edgert.bundle import BundleWriter, update_manifest  # noqa: E402
+from edgert.bundle import writer as writer_module  # noqa: E402
+from edgert.fileio import LOCK_NAME  # noqa: E402
+
+HOLD_LOCK = r"""
+import sys, time
+from edgert.bundle import BundleWriter
+with BundleWriter(sys.argv[1]) as writer:
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold_lock(bundle, seconds):
+    """Another process holding the bundle's lock for ``seconds`` (returned once it holds it)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(bundle), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_two_packs_of_different_variants_at_once_keep_both(tiny, tmp_path):
+    out = tmp_path / "b"
+    pack([tiny], out, names=["base"])
+    errors = []
+
+    def run(name):
+        try:
+            pack([tiny], out, names=[name])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    with BundleWriter(out) as first:  # the first writer holds the lock while the second starts
+        second = threading.Thread(target=run, args=("second",))
+        second.start()
+        time.sleep(0.3)
+        assert second.is_alive()  # waiting for the lock, not writing
+        first.reserve("first", "first.gguf")
+        digest = first.add_file(tiny, "first", mode="copy")
+        variant = Bundle.open(out).variant("base")
+        first.commit([dataclasses.replace(variant, name="first", file="first.gguf", sha256=digest)], "tiny")
+    second.join(30)
+    assert not errors and not second.is_alive()
+    bundle = Bundle.open(out)
+    assert [v.name for v in bundle.variants] == ["base", "first", "second"]
+    bundle.verify()
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_second_writer_is_refused_clearly_after_the_timeout(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "b"
+    pack([tiny], out)
+    before = (out / MANIFEST_NAME).read_bytes()
+    monkeypatch.setattr(writer_module, "LOCK_TIMEOUT_S", 0.3)
+    holder = hold_lock(out, 5)
+    try:
+        with pytest.raises(BundleError) as caught:
+            pack([tiny], out, names=["other"])
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(caught.value)
+    assert "\n" not in message and str(out) in message and "another edgert process is writing to it" in message
+    assert (out / MANIFEST_NAME).read_bytes() == before and not (out / "other.gguf").exists()
+    pack([tiny], out, names=["other"])  # the killed holder's lock file does not block the next writer
+    assert [v.name for v in Bundle.open(out).variants] == ["tiny-model-f32", "other"]
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_calibration_save_racing_a_pack_keeps_both(tiny, tmp_path):
+    """calibrate holds a Bundle opened before a pack added a variant; its table save re-reads
+    the manifest under the lock, so the pack's variant survives (the old save dropped it)."""
+    out = tmp_path / "b"
+    pack([tiny], out)
+    stale = Bundle.open(out)  # what a calibration run opened at its start
+    holder = hold_lock(out, 1.0)  # a writer busy while the calibration finishes
+    try:
+        row = {"task_set": "mine", "variant": "tiny-model-f32", "accuracy": 0.5}
+        racing = threading.Thread(target=pack, args=([tiny], out), kwargs={"names": ["added-meanwhile"]})
+        racing.start()
+        saved = update_manifest(stale.root, lambda manifest: manifest.accuracy_table.append(row))
+        racing.join(30)
+    finally:
+        holder.wait(30)
+    bundle = Bundle.open(out)
+    assert {v.name for v in bundle.variants} == {"tiny-model-f32", "added-meanwhile"}
+    assert bundle.manifest.accuracy_table == [row]
+    assert saved.manifest.accuracy_table == [row]
+
+
+def test_the_lock_file_is_not_bundle_content(tiny, tmp_path):
+    out = tmp_path / "new"
+    out.mkdir()
+    (out / LOCK_NAME).write_bytes(b"")  # left by a killed writer
+    assert Bundle.open_for_writing(out) is None
+    pack([tiny], out)
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME, "tiny-model-f32.gguf"]
+    with BundleWriter(out) as writer:
+        assert (out / LOCK_NAME).exists() and [v.name for v in writer.existing.variants] == ["tiny-model-f32"]
+        Bundle.open(out).verify()
+    assert not (out / LOCK_NAME).exists()

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 from ..errors import BundleError, IntegrityError, UnknownVariantError, UnsafePathError
-from ..fileio import ByteProgress, atomic_write_bytes, sha256_file
+from ..fileio import LOCK_NAME, atomic_write_bytes, sha256_file
+from ..progress import ByteProgress
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, Variant, _show, parse_manifest
 
 
@@ -163,13 +164,14 @@ class Bundle:
     @classmethod
     def open_for_writing(cls, path: os.PathLike | str) -> Optional["Bundle"]:
         """The bundle at ``path`` to add variants to, or None where a new one may be created
-        (missing or empty directory); refuses a file or a directory of something else."""
+        (missing or empty directory); refuses a file or a directory of something else. A
+        writer's lock file (``fileio.LOCK_NAME``) does not count as content."""
         root = Path(path)
         if root.exists() and not root.is_dir():
             raise BundleError(f"expected a bundle directory, found a file: {root}")
         if (root / MANIFEST_NAME).exists():
             return cls.open(root)
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and any(p.name != LOCK_NAME for p in root.iterdir()):
             raise BundleError(f"{root} exists, is not empty and has no {MANIFEST_NAME}; refusing to write into it")
         return None
 

@@ -15,7 +15,7 @@ def smollm2_tokenizer_dir(smollm2_path, tmp_path_factory) -> Path:
     """SmolLM2's tokenizer as Hugging Face files (read from the real GGUF)."""
     from transformers import AutoTokenizer
 
-    from edgert.converters.base import quiet_transformers
+    from edgert.converters.source import quiet_transformers
 
     quiet_transformers()
     out = tmp_path_factory.mktemp("smollm2-tokenizer")

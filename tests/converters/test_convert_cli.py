@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -81,3 +82,43 @@ def test_sigkill_during_conversion_leaves_the_bundle_as_it_was(tiny_llama, smoll
     assert result.exit_code == 0, result.output
     assert not any(p.exists() for p in leftovers)  # the next conversion cleans up after the killed one
     assert "tiny-llama-f16" in [v.name for v in Bundle.open(bundle).variants]
+
+
+def test_gate_names_and_values_are_checked_before_any_work(tiny_llama, tmp_path):
+    cases = [
+        (["--to", "gguf", "--quant", "F16", "--gate", "typo=1"],
+         "--gate typo: expected one of max_mean_kld, min_top1, max_ppl_increase_pct"),
+        (["--to", "gguf", "--quant", "F16", "--gate", "max_abs_diff=0.1"], "--gate max_abs_diff: expected one of"),
+        (["--to", "onnx", "--quant", "fp32", "--gate", "typo=1"],
+         "expected one of max_mean_kld, min_top1, max_ppl_increase_pct, max_abs_diff, min_cosine"),
+        (["--to", "gguf", "--quant", "F16", "--gate", "min_top1=1.5"], "--gate min_top1=1.5: expected between 0 and 1"),
+        (["--to", "gguf", "--quant", "F16", "--gate", "max_mean_kld=nan"], "expected a finite number >= 0"),
+        # an LLM is gated on next-token distributions: the output-gate limits do not apply to it
+        (["--to", "onnx", "--quant", "fp32", "--gate", "max_abs_diff=0.1"],
+         "--gate max_abs_diff: expected one of max_mean_kld, min_top1, max_ppl_increase_pct (LlamaForCausalLM"),
+    ]
+    for args, fragment in cases:
+        started = time.monotonic()
+        result = invoke("convert", tiny_llama, "--out", tmp_path / "b", *args)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], (args, result.stderr)
+        assert time.monotonic() - started < 20, args  # refused up front, not after a conversion
+        assert not (tmp_path / "b").exists()
+
+
+def test_onnx_int4_is_named_by_its_block_size_and_tool_output_goes_to_the_log(tiny_llama, tmp_path, monkeypatch):
+    """`--quant int4,int8-dynamic` used to die in the commit with KeyError: 'int4-block32'."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    loose = ["--gate", "max_mean_kld=100", "--gate", "min_top1=0", "--gate", "max_ppl_increase_pct=1e9"]
+    result = invoke("convert", tiny_llama, "--to", "onnx", "--quant", "int4,int8-dynamic", "--out", tmp_path / "b",
+                    "--threads", "2", *loose)
+    assert result.exit_code == 0, result.output
+    bundle = Bundle.open(tmp_path / "b")
+    assert {v.name: v.quantization for v in bundle.variants} == {"tiny-llama-onnx-int4-block32": "int4-block32",
+                                                                  "tiny-llama-onnx-int8-dynamic": "int8-dynamic"}
+    bundle.verify()
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"third-party log: {tmp_path / 'cache' / 'edgert' / 'logs'}/convert-"), last
+    log = Path(last.split(": ", 1)[1])
+    assert log.is_file()
+    assert "INFO" not in result.stderr and "INFO" not in result.stdout  # quantizer chatter stays out of the display

@@ -5,10 +5,10 @@ import os
 import pytest
 
 from edgert.bundle import MANIFEST_NAME, Bundle
-from edgert.converters.base import ConversionError, QualityGateError
+from edgert.errors import ConversionError, QualityGateError
 from edgert.converters.gguf_writer import write_gguf
 from edgert.converters.pipeline import convert
-from edgert.converters.quality import SAMPLE_TEXT, LlamaCppCandidate, TorchReference, evaluate_lm
+from edgert.converters.quality import SAMPLE_TEXT, RunnerLogits, TorchReference, evaluate_lm
 from edgert.errors import UsageError
 from edgert.runners.types import SamplingParams
 from edgert.runners.llama_cpp import LlamaCppRunner
@@ -24,7 +24,7 @@ def test_writer_output_matches_torch_logits(family, smollm2_tokenizer_dir, tmp_p
     gguf = write_gguf(hf, tmp_path / "m.gguf", "F32")
     reference = TorchReference(hf)
     ids = reference.tokenize(SAMPLE_TEXT.read_text())[:48]
-    candidate = LlamaCppCandidate(gguf, threads=2)
+    candidate = RunnerLogits("gguf", gguf, n_ctx=1024, n_threads=2, n_seq_max=1)
     try:
         metrics = evaluate_lm(reference, candidate, [ids])
     finally:

@@ -12,7 +12,9 @@ pytest.importorskip("optimum.exporters.onnx")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from edgert.converters.base import ConversionError, ConvertOptions, Source, resolve_source  # noqa: E402
+from edgert.converters.base import ConvertOptions  # noqa: E402
+from edgert.converters.source import Source, resolve_source  # noqa: E402
+from edgert.errors import ConversionError  # noqa: E402
 from edgert.converters.onnx_convert import OnnxConverter, QUANTIZATIONS, TOOL_PACKAGES  # noqa: E402
 from edgert.converters.quality import TorchReference  # noqa: E402
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from edgert.converters import tensorrt_convert as tc
-from edgert.converters.base import ConversionError, ConvertOptions, Source
+from edgert.converters.base import ConvertOptions
+from edgert.converters.source import Source
+from edgert.errors import ConversionError
 from edgert.errors import BackendUnavailableError, EdgertError
 from edgert.runners import tensorrt as rt
 

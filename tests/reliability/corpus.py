@@ -15,7 +15,7 @@ README) and the bundle manifest (``edgert.json``, written as plain JSON here).
   ever accepted a corpus file, the llama.cpp load runs in a child process, so a crash in
   llama.cpp is reported instead of killing the caller.
 - onnx: ``OnnxRuntimeRunner(path).load()`` (external data checked before ONNX Runtime).
-- safetensors: ``read_safetensors_header`` and ``converters.base.resolve_source`` on the
+- safetensors: ``read_safetensors_header`` and ``converters.source.resolve_source`` on the
   case's directory (the path ``edgert convert`` takes).
 - manifest: ``Bundle.open(dir)`` then ``bundle.verify()``.
 
@@ -520,7 +520,7 @@ def _load_onnx(path: Path) -> None:
 
 
 def _load_safetensors(path: Path) -> None:
-    from edgert.converters.base import resolve_source
+    from edgert.converters.source import resolve_source
     from edgert.errors import EdgertError
     from edgert.formats.safetensors import read_safetensors_header
 

@@ -24,8 +24,8 @@ from typing import Dict, Optional, Sequence
 import pytest
 
 from edgert.bundle import MANIFEST_NAME, Bundle
-from edgert.bundle.pack import recover_interrupted
-from edgert.fileio import CRASH_POINT_ENV, CRASH_TRACE_ENV, PENDING_PREFIX, TEMP_PREFIX
+from edgert.bundle.writer import recover_interrupted
+from edgert.fileio import CRASH_POINT_ENV, CRASH_TRACE_ENV, LOCK_NAME, PENDING_PREFIX, TEMP_PREFIX
 from gguf_factory import default_metadata, write_gguf
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -59,8 +59,8 @@ def run(args: Sequence[str], env_extra: Dict[str, str]) -> subprocess.CompletedP
 
 
 def hidden(rel: str) -> bool:
-    name = Path(rel).name
-    return name.startswith(TEMP_PREFIX) or name.startswith(PENDING_PREFIX)
+    name = Path(rel).name  # a killed writer's lock file is left too (unlocked; the next writer removes it)
+    return name.startswith(TEMP_PREFIX) or name.startswith(PENDING_PREFIX) or name == LOCK_NAME
 
 
 def journaled_names(bundle: Path) -> set:

@@ -108,7 +108,7 @@ def test_valid_safetensors_pass_and_agree_with_the_reference_reader(tmp_path):
 
 
 def test_resolve_source_checks_safetensors_before_anything_loads_them(tmp_path):
-    from edgert.converters.base import resolve_source
+    from edgert.converters.source import resolve_source
 
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", 2**63) + b"{}")
