@@ -175,3 +175,19 @@ def test_the_protocol_imports_and_parses_without_fastapi():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("BackendUnavailableError") and "edgert[serve]" in out.stdout
+
+
+def test_any_odd_value_of_any_field_is_a_4xx_never_a_crash():
+    fields = ["model", "messages", "prompt", "stream", "n", "max_tokens", "max_completion_tokens", "temperature",
+              "top_p", "seed", "stop", "deadline_ms", "strategy", "power_w", "energy_j", "samples", "think_tokens",
+              "task_set", "answer_type", "ignore_eos"]
+    odd = [True, "x", "", [1], [""], {"a": 1}, -1, 0, 1.5, float("inf"), float("nan")]
+    for kind in ("chat", "completion"):
+        for name in fields:
+            for value in odd:
+                for extra in ({}, {"strategy": "auto", "deadline_ms": 100}, {"strategy": "sc"}):
+                    body = {"model": "smol", "messages": HI, "prompt": "p", **extra, name: value}
+                    try:
+                        parse(body, kind=kind, has_profile=kind == "chat")
+                    except RequestError as exc:
+                        assert 400 <= exc.status < 500, (name, value)
