@@ -771,17 +771,16 @@ def serve(bundle_dir: Path, host: str, port: int, device_profile: Optional[Path]
         "messages": [{"role": "user", "content": "Hello"}]}'
     """
     from edgert.runtime import Runtime
-    from edgert.server import Server, check_address, serve as run_server  # needs edgert[serve]; says so if missing
+    from edgert.serve.app import Server, check_address, serve as run_server  # needs edgert[serve]; says so if missing
 
     default_deadline_s = parse_duration_s(default_deadline, "--default-deadline")
     check_address(host, port)  # before loading models: a taken port is a one-line error, at once
     with Runtime(bundle_dir, n_ctx=n_ctx, n_threads=threads, profile=device_profile, trace_path=trace_path) as runtime:
-        # with a profile the planner may pick any calibrated variant: load them all up front
-        loaded = runtime.preload() if device_profile else runtime.preload([runtime.default_variant])
         server = Server(runtime, queue_size=queue_size, default_deadline_s=default_deadline_s, model_id=model_id)
+        loaded = server.preload()
         err.print(f"edgert serve: model {server.model_id!r} ({', '.join(f'{k} loaded in {v:.0f} ms' for k, v in loaded.items())})"
                   f" on http://{host}:{port}/v1 · queue {queue_size}"
-                  + (" · strategy auto enabled" if device_profile else " · no --profile: strategy auto disabled")
+                  + (" · strategy auto enabled" if server.auto_enabled else " · no --profile: strategy auto disabled")
                   + " · Ctrl-C stops")
         run_server(server, host=host, port=port, log_level=log_level)
 

@@ -15,9 +15,16 @@ class EdgertError(Exception):
 
 
 class UsageError(EdgertError):
-    """An argument or option has a value edgert cannot use."""
+    """An argument or option has a value edgert cannot use.
+
+    field: the name of the field it is about, where there is one (``Request`` and
+    ``SamplingParams`` fields), so front ends can point at the option or key the user typed."""
 
     exit_code = 2
+
+    def __init__(self, message: str, *, field: "str | None" = None):
+        super().__init__(message)
+        self.field = field
 
 
 class ModelFileError(EdgertError):

@@ -41,7 +41,8 @@ class Request:
 
     prompt: a string, or a list of ``{"role", "content"}`` messages (chat only).
     deadline_s: seconds from ``started_at`` (or from when the run starts); None: no deadline.
-    power_w, energy_j: limits for the planner (``strategy="auto"`` only).
+    power_w: a power limit: the planner's (``strategy="auto"``), and the device power knob's
+    position (with a named strategy too). energy_j: a limit for the planner only.
     strategy: None generates plainly with the sampling settings; "auto" plans; a strategy
     name (see ``edgert.strategies``) runs that strategy with ``variant``, ``n`` and
     ``think_tokens``, ``max_tokens`` being its answer budget.
@@ -104,34 +105,40 @@ class Request:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise UsageError(f"{say(name)} must be a positive number of {name_unit(name)}, found {value!r}")
+                raise UsageError(f"{say(name)} must be a positive number of {name_unit(name)}, found {value!r}",
+                                 field=name)
         choices = (AUTO, *Strategy.registry)
         if self.strategy is not None and self.strategy not in choices:
-            raise UsageError(f"{say('strategy')} must be one of {', '.join(choices)}, found {self.strategy!r}")
+            raise UsageError(f"{say('strategy')} must be one of {', '.join(choices)}, found {self.strategy!r}",
+                             field="strategy")
         if self.strategy is None:
-            extra = [say(name) for name in ("power_w", "energy_j", "n", "think_tokens", "answer_type", "task_set",
-                                            "pattern") if getattr(self, name) is not None]
+            extra = [name for name in ("power_w", "energy_j", "n", "think_tokens", "answer_type", "task_set",
+                                       "pattern") if getattr(self, name) is not None]
             if extra:
-                raise UsageError(f"{', '.join(extra)} need {say('strategy')}")
-        elif self.strategy != AUTO and (self.power_w is not None or self.energy_j is not None):
-            raise UsageError(f"{say('power_w')} and {say('energy_j')} are limits for the planner: "
-                             f"use them with {say('strategy')} auto")
+                raise UsageError(f"{', '.join(map(say, extra))} need {say('strategy')}", field=extra[0])
+        elif self.strategy != AUTO and self.energy_j is not None:
+            # a power limit with a named strategy still moves the device's power knob; an
+            # energy limit only the planner can honour
+            raise UsageError(f"{say('energy_j')} is a limit for the planner: use it with {say('strategy')} auto",
+                             field="energy_j")
         if self.strategy == AUTO:
             if has_profile is False:
-                raise UsageError(f"{say('strategy')} auto needs {say('profile')}")
+                raise UsageError(f"{say('strategy')} auto needs {say('profile')}", field="strategy")
             if self.deadline_s is None:
-                raise UsageError(f"{say('strategy')} auto needs {say('auto_deadline')}")
+                raise UsageError(f"{say('strategy')} auto needs {say('auto_deadline')}", field="deadline_s")
         self.sampling.check()
         for name in ("n", "think_tokens"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise UsageError(f"{say(name)} must be a positive integer, found {value!r}")
+                raise UsageError(f"{say(name)} must be a positive integer, found {value!r}", field=name)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise UsageError(f"{say('seed')} must be an integer, found {self.seed!r}")
+            raise UsageError(f"{say('seed')} must be an integer, found {self.seed!r}", field="seed")
         if self.answer_type is not None and self.answer_type not in ANSWER_TYPES:
-            raise UsageError(f"{say('answer_type')} must be one of {', '.join(ANSWER_TYPES)}, found {self.answer_type!r}")
+            raise UsageError(f"{say('answer_type')} must be one of {', '.join(ANSWER_TYPES)}, found {self.answer_type!r}",
+                             field="answer_type")
         if self.task_set is not None and not isinstance(self.prompt, str):
-            raise UsageError("a request with a task set takes the question as a string, found a message list")
+            raise UsageError("a request with a task set takes the question as a string, found a message list",
+                             field="prompt")
         return self
 
 
@@ -139,9 +146,9 @@ def _check_prompt(prompt: Prompt, chat: bool) -> None:
     if isinstance(prompt, str):
         return
     if not chat:
-        raise UsageError("a raw (non-chat) prompt must be a string, found a message list")
+        raise UsageError("a raw (non-chat) prompt must be a string, found a message list", field="prompt")
     if not isinstance(prompt, (list, tuple)) or not prompt or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
             for m in prompt):
         raise UsageError(f"prompt must be a string or a non-empty list of {{role, content}} messages, "
-                         f"found {prompt!r:.80}")
+                         f"found {prompt!r:.80}", field="prompt")

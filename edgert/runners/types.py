@@ -79,13 +79,13 @@ class SamplingParams:
 
     def check(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise UsageError(f"max_tokens must be a positive integer, found {self.max_tokens!r}")
+            raise UsageError(f"max_tokens must be a positive integer, found {self.max_tokens!r}", field="max_tokens")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise UsageError(f"temperature must be >= 0, found {self.temperature!r}")
+            raise UsageError(f"temperature must be >= 0, found {self.temperature!r}", field="temperature")
         if not 0 < self.top_p <= 1:
-            raise UsageError(f"top_p must be in (0, 1], found {self.top_p!r}")
+            raise UsageError(f"top_p must be in (0, 1], found {self.top_p!r}", field="top_p")
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise UsageError(f"stop strings must be non-empty strings, found {list(self.stop)!r}")
+            raise UsageError(f"stop strings must be non-empty strings, found {list(self.stop)!r}", field="stop")
 
 
 @dataclass

@@ -16,7 +16,8 @@ pytest.importorskip("fastapi")
 import uvicorn  # noqa: E402
 
 from edgert.runtime import Runtime  # noqa: E402
-from edgert.server import Server, create_app  # noqa: E402
+from edgert.serve.app import create_app  # noqa: E402
+from edgert.serve.queue import Server  # noqa: E402
 from test_runtime_adaptive import calibrated_copy, synthetic_profile_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -170,7 +171,7 @@ def test_prompt_longer_than_the_context_is_a_400(served, stream):
 
 
 def test_an_oversized_body_is_a_413_without_buffering_it(served):
-    from edgert.server import MAX_BODY_BYTES
+    from edgert.serve.app import MAX_BODY_BYTES
 
     got, _h, data = served.raw("POST", "/v1/completions", b"x" * (MAX_BODY_BYTES + 1))
     assert got == 413 and "at most" in data["error"]["message"]
@@ -262,7 +263,7 @@ def test_chat_client_example_talks_to_the_server(served):
     import sys
     from pathlib import Path
 
-    example = Path(__file__).resolve().parents[1] / "examples" / "chat_client.py"
+    example = Path(__file__).resolve().parents[2] / "examples" / "chat_client.py"
     out = subprocess.run([sys.executable, str(example), "--url", served.base + "/v1", "--once", "Say hello.",
                           "--deadline-ms", "5000", "--max-tokens", "16"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

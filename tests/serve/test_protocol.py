@@ -1,0 +1,196 @@
+"""The OpenAI protocol without a server: bodies to Requests, refusals as 4xx with the body's
+field name, response envelopes, error mapping; and that it imports without FastAPI."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import pytest
+
+from edgert.errors import DeadlineError, EdgertError, UsageError
+from edgert.request import Request
+from edgert.serve import protocol
+from edgert.serve.protocol import RequestError
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def parse(body, kind="chat", **kw):
+    kw = {"model_id": "smol", "variants": ["q4"], "has_profile": True, **kw}
+    return protocol.parse(kind, json.dumps(body).encode(), **kw)
+
+
+def test_a_chat_body_becomes_a_checked_request():
+    job = parse({"model": "smol", "messages": [{"role": "developer", "content": "Be brief."},
+                                              {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+                 "deadline_ms": 1500, "max_completion_tokens": 12, "max_tokens": 99, "temperature": 0.5,
+                 "stop": "\n", "seed": 7, "stream": True}, arrived=123.0)
+    r = job.request
+    assert isinstance(r, Request) and r.chat and job.stream and job.kind == "chat" and job.model == "smol"
+    assert r.prompt == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert (r.deadline_s, r.max_tokens, r.temperature, r.top_p, r.stop, r.seed) == (1.5, 12, 0.5, 1.0, ("\n",), 7)
+    assert r.strategy is None and r.variant is None and r.started_at == 123.0 == job.arrived
+    assert job.deadline_s == 1.5
+
+
+def test_a_completion_body_and_the_server_defaults():
+    job = parse({"model": "q4", "prompt": ["The capital of France is"]}, kind="completion", default_deadline_s=4.0)
+    r = job.request
+    assert r.prompt == "The capital of France is" and not r.chat and job.model == "q4" and r.variant == "q4"
+    assert r.deadline_s == 4.0 and r.max_tokens == 256 and r.temperature == 0.0 and r.started_at is not None
+
+
+def test_power_implies_auto_and_a_task_set_asks_the_last_user_message():
+    job = parse({"model": "smol", "power_w": 15, "deadline_ms": 20000, "task_set": "arithmetic", "samples": 3,
+                 "messages": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
+                              {"role": "user", "content": "What is 2+3?"}]})
+    r = job.request
+    assert r.strategy == "auto" and r.power_w == 15 and r.prompt == "What is 2+3?" and r.n == 3
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"model": "nope", "messages": HI}, 404, "model"),
+    ({"model": 3, "messages": HI}, 400, "model"),
+    ({"model": "smol", "messages": []}, 400, "messages"),
+    ({"model": "smol", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages"),
+    ({"model": "smol", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages"),
+    ({"model": "smol", "messages": HI, "deadline_ms": -5}, 400, "deadline_ms"),
+    ({"model": "smol", "messages": HI, "deadline_ms": "soon"}, 400, "deadline_ms"),
+    ({"model": "smol", "messages": HI, "max_tokens": 0}, 400, "max_tokens"),
+    ({"model": "smol", "messages": HI, "max_completion_tokens": 0}, 400, "max_completion_tokens"),
+    ({"model": "smol", "messages": HI, "max_tokens": 1.5}, 400, "max_tokens"),
+    ({"model": "smol", "messages": HI, "temperature": 9}, 400, "temperature"),
+    ({"model": "smol", "messages": HI, "top_p": 0}, 400, "top_p"),
+    ({"model": "smol", "messages": HI, "strategy": "magic"}, 400, "strategy"),
+    ({"model": "smol", "messages": HI, "strategy": "auto"}, 400, "deadline_ms"),
+    ({"model": "smol", "messages": HI, "power_w": 0, "deadline_ms": 100}, 400, "power_w"),
+    ({"model": "smol", "messages": HI, "power_w": 5, "strategy": "greedy"}, 400, "strategy"),
+    ({"model": "smol", "messages": HI, "n": 3}, 400, "n"),
+    ({"model": "smol", "messages": HI, "samples": 0, "strategy": "sc"}, 400, "samples"),
+    ({"model": "smol", "messages": HI, "samples": 65, "strategy": "sc"}, 400, "samples"),
+    ({"model": "smol", "messages": HI, "think_tokens": 8}, 400, "think_tokens"),
+    ({"model": "smol", "messages": HI, "answer_type": "poem", "strategy": "greedy"}, 400, "answer_type"),
+    ({"model": "smol", "messages": HI, "task_set": 5}, 400, "task_set"),
+    ({"model": "smol", "messages": [{"role": "system", "content": "x"}], "task_set": "t", "strategy": "sc"},
+     400, "messages"),
+    ({"model": "smol", "messages": HI, "stop": [""]}, 400, "stop"),
+    ({"model": "smol", "messages": HI, "stop": 5}, 400, "stop"),
+    ({"model": "smol", "messages": HI, "seed": "x"}, 400, "seed"),
+    ({"model": "smol", "messages": HI, "stream": "yes"}, 400, "stream"),
+    ({"model": "smol", "messages": HI, "ignore_eos": 1}, 400, "ignore_eos"),
+])
+def test_bad_bodies_are_refused_with_their_field(body, status, param):
+    with pytest.raises(RequestError) as caught:
+        parse(body)
+    assert caught.value.status == status and caught.value.param == param and caught.value.message
+    assert caught.value.body()["error"]["param"] == param
+
+
+def test_refusals_of_non_json_and_empty_prompts():
+    for raw in (b"{not json", b"[1, 2]", b"\xff"):
+        with pytest.raises(RequestError) as caught:
+            protocol.parse("chat", raw, model_id="smol", variants=[])
+        assert caught.value.status == 400 and caught.value.param is None
+    with pytest.raises(RequestError) as caught:
+        parse({"model": "smol", "prompt": ""}, kind="completion")
+    assert caught.value.param == "prompt"
+
+
+def test_check_messages_name_the_body_field_and_the_servers_remedy():
+    with pytest.raises(RequestError) as caught:
+        parse({"model": "smol", "messages": HI, "deadline_ms": -5})
+    assert caught.value.message.startswith("deadline_ms must be a positive number of milliseconds")
+    assert caught.value.param == "deadline_ms"
+    with pytest.raises(RequestError) as caught:
+        parse({"model": "smol", "messages": HI, "samples": 3})
+    assert caught.value.param == "samples" and caught.value.message == "samples need strategy"
+    with pytest.raises(RequestError) as caught:
+        parse({"model": "smol", "messages": HI, "strategy": "auto", "deadline_ms": 100}, has_profile=False)
+    assert caught.value.param == "strategy" and "--profile" in caught.value.message
+    with pytest.raises(RequestError) as caught:
+        parse({"model": "smol", "messages": HI, "strategy": "auto"})
+    assert "--default-deadline" in caught.value.message
+
+
+def test_runtime_errors_map_to_http_statuses():
+    assert (protocol.error_for(DeadlineError("short")).status, protocol.error_for(DeadlineError("x")).param) == \
+        (422, "deadline_ms")
+    assert protocol.error_for(UsageError("bad")).status == 400
+    assert protocol.error_for(EdgertError("no")).kind == "edgert_error"
+    assert protocol.error_for(ValueError("bug")).status == 500
+    refused = RequestError(503, "busy", code="queue_full")
+    assert protocol.error_for(refused) is refused
+    assert json.loads(protocol.stream_error(refused)[6:]) == {"error": {"message": "busy", "type":
+                                                                         "invalid_request_error"}}
+
+
+def _result(text="Paris", finish="stop"):
+    data = {"text": text, "decode_step_ms": [1.0], "finish_reason": finish, "tokens_out": 2}
+    return SimpleNamespace(text=text, finish_reason=finish, tokens_out=2, generation=SimpleNamespace(tokens_in=5),
+                           to_dict=lambda: dict(data))
+
+
+def test_envelopes_of_bodies_and_chunks():
+    chat = parse({"model": "smol", "messages": HI})
+    chat.started = chat.arrived + 0.25
+    body = protocol.body(chat, _result())
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Paris"}
+    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    assert body["edgert"]["queue_ms"] == 250.0 and "text" not in body["edgert"]
+    first = json.loads(protocol.chunk(chat, text="Pa", first=True)[6:])
+    assert first["object"] == "chat.completion.chunk" and first["choices"][0]["delta"] == {"role": "assistant",
+                                                                                           "content": "Pa"}
+    text = parse({"model": "smol", "prompt": "The capital"}, kind="completion", default_deadline_s=0.3)
+    text.expired_at = text.arrived + 0.25  # given up just before its deadline
+    expired = protocol.body(text, None)  # the deadline passed in the queue
+    assert expired["object"] == "text_completion" and expired["id"].startswith("cmpl-")
+    assert expired["choices"][0] == {"index": 0, "logprobs": None, "finish_reason": "length", "text": ""}
+    assert expired["edgert"]["deadline_cut"] and expired["edgert"]["deadline_met"]
+    final = json.loads(protocol.chunk(text, finish="length", final=True)[6:])
+    assert final["usage"]["total_tokens"] == 0 and final["edgert"]["tokens_out"] == 0
+    assert protocol.finish_reason(_result(finish="deadline")) == "length"
+
+
+def test_models_lists_the_bundle_then_its_variants():
+    variant = SimpleNamespace(name="q4", format="gguf", quantization="Q4_1", size_bytes=10)
+    listed = protocol.models("smol", [variant], 1)
+    assert [m["id"] for m in listed] == ["smol", "q4"] and listed[0]["edgert"]["variants"] == ["q4"]
+
+
+def test_the_protocol_imports_and_parses_without_fastapi():
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["fastapi"] = None  # import fastapi now raises ImportError
+        from edgert.serve import protocol
+        job = protocol.parse("chat", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}],'
+                             b' "deadline_ms": 500}', model_id="m", variants=[])
+        assert job.request.deadline_s == 0.5 and job.request.prompt[0]["content"] == "hi"
+        import edgert.serve.queue, edgert.serve.metrics  # the queue and the metrics need no FastAPI either
+        assert "starlette" not in sys.modules
+        try:
+            import edgert.serve.app
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("BackendUnavailableError") and "edgert[serve]" in out.stdout
+
+
+def test_any_odd_value_of_any_field_is_a_4xx_never_a_crash():
+    fields = ["model", "messages", "prompt", "stream", "n", "max_tokens", "max_completion_tokens", "temperature",
+              "top_p", "seed", "stop", "deadline_ms", "strategy", "power_w", "energy_j", "samples", "think_tokens",
+              "task_set", "answer_type", "ignore_eos"]
+    odd = [True, "x", "", [1], [""], {"a": 1}, -1, 0, 1.5, float("inf"), float("nan")]
+    for kind in ("chat", "completion"):
+        for name in fields:
+            for value in odd:
+                for extra in ({}, {"strategy": "auto", "deadline_ms": 100}, {"strategy": "sc"}):
+                    body = {"model": "smol", "messages": HI, "prompt": "p", **extra, name: value}
+                    try:
+                        parse(body, kind=kind, has_profile=kind == "chat")
+                    except RequestError as exc:
+                        assert 400 <= exc.status < 500, (name, value)
