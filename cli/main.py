@@ -657,13 +657,19 @@ def calibrate(bundle_dir: Path, task_sources: List[str], variants: List[str], li
         err.print(Text(f"accuracy table stored in {bundle.root / 'edgert.json'}", style="dim"))
 
 
+#: the longest configuration label the plan table keeps on one line (the rest of it needs ~60 columns)
+PLAN_LABEL_WIDTH = 56
+
+
 def _plan_table(result) -> Table:
     table = Table(title="Pareto frontier (fastest first; latency at the target probability)", title_justify="left")
+    longest = max((len(c.config.label) for c in result.frontier), default=0)
     for column in ("configuration", "accuracy", "latency p95", "power", "energy", "fits"):
-        # the two text columns wrap between words; figures stay whole on one line
-        wraps = column in ("configuration", "fits")
-        table.add_column(column, justify="left" if wraps else "right", no_wrap=not wraps, overflow="fold",
-                         min_width={"configuration": 24, "fits": 12}.get(column))
+        # "fits" wraps between words, and so do labels too long to leave it room at 120 columns;
+        # figures stay whole on one line
+        wraps = column == "fits" or (column == "configuration" and longest > PLAN_LABEL_WIDTH)
+        table.add_column(column, justify="left" if column in ("configuration", "fits") else "right",
+                         no_wrap=not wraps, overflow="fold")
     for c in result.frontier:
         mark = "chosen" if c is result.choice else ("yes" if c.feasible else "; ".join(c.problems))
         table.add_row(c.config.label, f"{c.accuracy:.1%}", f"{c.latency_bound_ms:.0f} ms", f"{c.power_w:.1f} W",
