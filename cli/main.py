@@ -136,6 +136,22 @@ def _byte_progress(bars: ProgressBars) -> ProgressBars:
     return bars
 
 
+#: where edgert plan draws its Pareto plot unless --plot says otherwise
+PLAN_PLOT = Path("edgert-plan.png")
+
+
+def _plot_path(explicit: Optional[Path], default: Path) -> Optional[Path]:
+    """Where to draw a plot. A --plot PATH given needs matplotlib (a one-line error without it);
+    the default plot is skipped with a note when matplotlib is missing."""
+    if explicit is not None:
+        require_matplotlib()
+        return explicit
+    if plot_available():
+        return default
+    err.print(Text(f"no plot: matplotlib is not installed ({PLOT_INSTALL}, or --no-plot to skip it quietly)", style="dim"))
+    return None
+
+
 # ---------------------------------------------------------------------------- pack
 @main.command()
 @click.argument("model_files", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -538,7 +554,8 @@ def profile(bundle_dir: Optional[Path], variants: List[str], quick: bool, out_pa
         con.print(_profile_table(result))
         err.print(Text(f"profile written: {out_path} (from the datasheet prior {from_prior}: every figure is an estimate)", style="dim"))
         return
-    plot = None if no_plot else _plot_path(plot_path, out_path.with_suffix(".png"))  # before measuring
+    # decided before measuring; without a bundle there is nothing to plot
+    plot = None if no_plot or bundle is None else _plot_path(plot_path, out_path.with_suffix(".png"))
     with ProgressBars() as report:
         result = profile_device(bundle, variants=list(variants) or None, quick=quick, threads=threads,
                                 tdp_w=tdp_w, prior=prior, progress=report)
@@ -555,21 +572,6 @@ def profile(bundle_dir: Optional[Path], variants: List[str], quick: bool, out_pa
 
 
 # ------------------------------------------------------------------ calibrate / plan
-PLAN_PLOT = Path("edgert-plan.png")
-
-
-def _plot_path(explicit: Optional[Path], default: Path) -> Optional[Path]:
-    """Where to draw a plot. A --plot PATH given needs matplotlib (a one-line error without it);
-    the default plot is skipped with a note when matplotlib is missing."""
-    if explicit is not None:
-        require_matplotlib()
-        return explicit
-    if plot_available():
-        return default
-    err.print(Text(f"no plot: matplotlib is not installed ({PLOT_INSTALL}, or --no-plot to skip it quietly)", style="dim"))
-    return None
-
-
 QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 
 
