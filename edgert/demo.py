@@ -156,6 +156,9 @@ EventFn = Callable[[DemoEvent], None]
 
 @dataclass
 class DemoResult:
+    """What the demo made and found: the bundle, the profile (and where it is cached), the
+    calibration rows and the answers in request order."""
+
     bundle: Bundle
     profile: DeviceProfile
     profile_path: Path
