@@ -303,3 +303,17 @@ def test_profile_skips_the_default_plot_without_matplotlib(planned_bundle, no_ma
     one_line_error(invoke("profile", "--bundle", bundle, "--out", out, "--plot", tmp_path / "r.png"),
                    "pip install 'edgert[plot]'")
     assert len(measured) == 1 and not out.exists()
+
+
+def test_profile_still_writes_the_default_plot_with_matplotlib(planned_bundle, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import edgert.cli.main as cli
+    from edgert.bundle import Bundle
+    from test_demo import fake_profile
+
+    bundle, _ = planned_bundle
+    monkeypatch.setattr(cli, "profile_device", lambda b, **kw: fake_profile(Bundle.open(bundle)))
+    out = tmp_path / "prof.json"
+    result = invoke("profile", "--bundle", bundle, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG" and f"roofline plot: {out.with_suffix('.png')}" in result.stderr
