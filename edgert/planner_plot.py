@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import unavailable
+from .profiler.plot import require_matplotlib
 
 
 def pareto_png(plan, path: Path, title: str = "") -> Path:
     """Every candidate (grey: violates the power or energy limit), the frontier, the deadline
     and the chosen configuration."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise unavailable("Pareto plot (matplotlib)", "plot") from None
+    plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     variants = sorted({c.config.variant for c in plan.candidates})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

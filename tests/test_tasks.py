@@ -182,3 +182,24 @@ def test_shipped_gold_answers_score_as_correct_through_extraction():
             if task.choices:
                 option = task.choices["ABCD".index(task.answer)]
                 assert extract_answer(option, "choice", choices=task.choices) == task.answer, task.id
+
+
+def test_lines_without_ids_are_numbered_by_file_and_line(tmp_path):
+    no_id = {k: v for k, v in GOOD.items() if k != "id"}
+    path = _write(tmp_path, no_id, "", {**no_id, "prompt": "What is 3 + 3?", "answer": "6"}, GOOD, name="my.jsonl")
+    tasks = load_tasks(path)
+    assert tasks.name == "my"
+    assert [t.id for t in tasks.tasks] == ["my-1", "my-3", "t1"]  # the line number: stable across loads
+    assert [t.id for t in load_tasks(path).tasks] == ["my-1", "my-3", "t1"]
+    assert tasks.tasks[1].answer == "6" and tasks.tasks[1].to_json()["id"] == "my-3"
+
+
+def test_numbered_ids_still_must_be_unique_and_other_errors_stay(tmp_path):
+    no_id = {k: v for k, v in GOOD.items() if k != "id"}
+    clash = _write(tmp_path, {**GOOD, "id": "tasks-2"}, no_id)
+    with pytest.raises(UsageError, match=r"tasks.jsonl:2: expected a unique id; found 'tasks-2' again \(first on line 1\)"):
+        load_tasks(clash)
+    with pytest.raises(UsageError, match=r"tasks.jsonl:1: expected keys id, prompt, answer, type; missing answer$"):
+        load_tasks(_write(tmp_path, {"prompt": "p", "type": "number"}))
+    with pytest.raises(UsageError, match=r"tasks.jsonl:1: expected 'id' to be a non-empty string"):
+        load_tasks(_write(tmp_path, {**GOOD, "id": None}))

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .. import __version__
+from ..version import __version__
 from ..errors import BundleError, UsageError
 from ..fileio import check_free_space, crash_point
 from ..formats.gguf import GGUFHeader, read_header

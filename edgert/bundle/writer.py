@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .. import __version__
+from ..version import __version__
 from ..errors import BundleError
 from ..fileio import (LOCK_NAME, LockTimeout, atomic_copy, crash_point, exclusive_lock, pending_files, recover_pending,
                       remove_stale_lock, remove_stale_temps, sha256_file)

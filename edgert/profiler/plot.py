@@ -1,4 +1,8 @@
-"""Roofline plot: measured points over the fitted roofs, and measured against predicted."""
+"""Roofline plot: measured points over the fitted roofs, and measured against predicted.
+
+Also the one place that imports matplotlib (optional: the ``plot`` extra), for this plot and
+the planner's Pareto plot.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,35 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import unavailable
+from ..errors import BackendUnavailableError
 from .profile import DeviceProfile
 
+PLOT_INSTALL = "pip install 'edgert[plot]'"
 
-def roofline_png(profile: DeviceProfile, path: Path) -> Path:
+
+def require_matplotlib():
+    """``matplotlib.pyplot`` drawing to files (Agg); a one-line error naming the extra if missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise unavailable("roofline plot (matplotlib)", "plot") from None
+        raise BackendUnavailableError(f"plots need matplotlib, which is not installed: {PLOT_INSTALL}") from None
+    return plt
+
+
+def plot_available() -> bool:
+    """Whether plots can be drawn (matplotlib imports)."""
+    try:
+        require_matplotlib()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def roofline_png(profile: DeviceProfile, path: Path) -> Path:
+    plt = require_matplotlib()
     fig, (roof_ax, parity_ax) = plt.subplots(1, 2, figsize=(13, 5.5))
     peak, bw = profile.peak_flops, profile.bandwidth_bytes_per_s
     intensities = np.logspace(-1, 3, 200)

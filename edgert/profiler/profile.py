@@ -185,3 +185,8 @@ class DeviceProfile:
         if not isinstance(data, dict):
             raise ProfileError(f"{path}: expected a JSON object")
         return cls.from_dict(data, str(path))
+
+    def matches(self, bundle) -> bool:
+        """Whether this profile measured exactly the bundle's variants (same names, same sha256):
+        a profile of other or changed artifacts predicts nothing about these."""
+        return {v.name: v.sha256 for v in bundle.variants} == {n: v.sha256 for n, v in self.variants.items()}

@@ -6,8 +6,10 @@ A task set is a JSONL file, one task per line::
      "choices": [...], "pattern": "...", "split": "test|shot"}
 
 ``choices`` is required for type "choice" (the answer is the letter of the right option),
-``pattern`` for type "regex"; ``split`` "shot" marks few-shot examples. Two sets ship with
-edgert (made by ``edgert.tasks.generate``): "arithmetic" and "facts".
+``pattern`` for type "regex"; ``split`` "shot" marks few-shot examples. ``id`` may be left
+out: the task is then named after the file and its line, ``<file stem>-<line number>``
+(stable while the file is unchanged). Two sets ship with edgert (made by
+``edgert.tasks.generate``): "arithmetic" and "facts".
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from ..runners.base import Runner
 BUILTIN_TASK_SETS = ("arithmetic", "facts")
 SPLITS = ("test", "shot")
 REQUIRED_KEYS = ("id", "prompt", "answer", "type")
+#: keys a line may leave out although REQUIRED_KEYS names them: a missing id is the line number
+NUMBERED_KEYS = ("id",)
 OPTIONAL_KEYS = ("choices", "pattern", "split")
 
 #: the instruction that ends a chat prompt, per answer type
@@ -96,17 +100,18 @@ def load_tasks(source: Union[str, os.PathLike]) -> TaskSet:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read the task file as UTF-8 text: {exc}") from None
-    return TaskSet(path.stem, parse_tasks(text, str(path)))
+    return TaskSet(path.stem, parse_tasks(text, str(path), id_prefix=path.stem))
 
 
-def parse_tasks(text: str, where: str = "<tasks>") -> List[Task]:
-    """Tasks from JSONL text; errors name ``where:line``, what was expected and what was found."""
+def parse_tasks(text: str, where: str = "<tasks>", id_prefix: str = "task") -> List[Task]:
+    """Tasks from JSONL text; errors name ``where:line``, what was expected and what was found.
+    A line without an id gets ``<id_prefix>-<line number>``."""
     tasks: List[Task] = []
     seen = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        task = _parse_line(line, f"{where}:{number}")
+        task = _parse_line(line, f"{where}:{number}", f"{id_prefix}-{number}")
         if task.id in seen:
             raise UsageError(f"{where}:{number}: expected a unique id; found {task.id!r} again (first on line {seen[task.id]})")
         seen[task.id] = number
@@ -121,16 +126,17 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _parse_line(line: str, at: str) -> Task:
+def _parse_line(line: str, at: str, default_id: str) -> Task:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{at}: expected a JSON object; found invalid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise UsageError(f"{at}: expected a JSON object; found {type(record).__name__} {_short(record)}")
-    missing = [k for k in REQUIRED_KEYS if k not in record]
+    missing = [k for k in REQUIRED_KEYS if k not in record and k not in NUMBERED_KEYS]
     if missing:
         raise UsageError(f"{at}: expected keys {', '.join(REQUIRED_KEYS)}; missing {', '.join(missing)}")
+    record.setdefault("id", default_id)
     unknown = sorted(set(record) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
         allowed = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
