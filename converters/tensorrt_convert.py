@@ -32,15 +32,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from edgert.errors import BackendUnavailableError
 from edgert.fileio import atomic_write_bytes
-from edgert.runners.tensorrt import (  # noqa: F401  (re-exported: the build side records the key)
+from edgert.formats.tensorrt import (  # noqa: F401  (re-exported: the build side records the key)
     EngineMismatchError,
     HARDWARE_COMPATIBILITY,
     check_engine_compatible,
     compatibility_key,
     installed_tensorrt_version,
-    make_logger,
     parse_version,
 )
+from edgert.runners.tensorrt import make_logger
 
 from .base import Artifact, ConversionError, Converter, ConvertOptions, Source
 

@@ -339,7 +339,7 @@ class Runtime:
         latency_ms = deadline.elapsed_s() * 1000
         measured = meter.stop() if meter is not None else None
         self._observe(config.variant, runner)
-        main = outcome.samples[-1] if outcome.samples else runner._empty_result(ids, "deadline", deadline)
+        main = outcome.samples[-1] if outcome.samples else runner.empty_result(ids, "deadline", deadline)
         out = RuntimeResult(
             text=outcome.text, variant=config.variant, finish_reason=outcome.finish_reason, latency_ms=latency_ms,
             load_ms=load_ms, generation=main, deadline_s=deadline.seconds, answer=outcome.answer,

@@ -1,4 +1,4 @@
-"""NVIDIA Jetson boards: model, L4T release, nvpmodel power mode, clocks; INA3221/INA238 rails.
+"""NVIDIA Jetson boards: model, L4T/JetPack release, nvpmodel power modes, clocks; INA3221/INA238 rails.
 
 The on-module power monitors appear in two layouts:
 
@@ -38,6 +38,18 @@ IIO_GLOB = "/sys/bus/i2c/drivers/ina3221x/*/iio:device*"
 DEVFREQ = "/sys/class/devfreq"
 GPU_DEVFREQ = re.compile(r"\.(ga10b|gv11b|gp10b|gpu)$|^gpu-gpc")  # Orin, Xavier, TX2, Nano/TX1; Thor
 EMC_RATE_HZ = ("/sys/kernel/debug/bpmp/debug/clk/emc/rate", "/sys/kernel/debug/clk/emc/clk_rate")
+
+# L4T release -> JetPack, from NVIDIA's JetPack archive as tabulated in dusty-nv/jetson-containers
+# (jetson_containers/l4t_version.py, NVIDIA_JETPACK). Unknown releases are shown as "L4T x.y.z".
+JETPACK_BY_L4T: Dict[str, str] = {
+    "38.3.0": "7.1", "38.2.2": "7.0", "38.2.0": "7.0", "38.1.0": "7.0 EA",
+    "36.4.7": "6.2.1", "36.4.4": "6.2.1", "36.4.3": "6.2", "36.4.2": "6.1.1", "36.4.0": "6.1",
+    "36.3.0": "6.0", "36.2.0": "6.0 DP",
+    "35.6.2": "5.1.5", "35.6.1": "5.1.5", "35.6.0": "5.1.4", "35.5.0": "5.1.3", "35.4.1": "5.1.2",
+    "35.3.1": "5.1.1", "35.2.1": "5.1", "35.1.0": "5.0.2",
+    "32.7.6": "4.6.6", "32.7.5": "4.6.5", "32.7.4": "4.6.4", "32.7.3": "4.6.3", "32.7.2": "4.6.2",
+    "32.7.1": "4.6.1", "32.6.1": "4.6",
+}
 
 # Units per layout: name pattern, file templates and the factor to watts.
 LABEL_LAYOUT = {"label": "in{n}_label", "volt_mv": "in{n}_input", "curr_ma": "curr{n}_input", "power_uw": "power{n}_input"}
@@ -149,6 +161,19 @@ def parse_tegra_release(text: str) -> Optional[str]:
     """'# R36 (release), REVISION: 4.3, ...' -> '36.4.3'."""
     match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
     return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def read_l4t_release(root: Path = Path("/")) -> Optional[str]:
+    """The L4T release from ``<root>/etc/nv_tegra_release`` ('36.4.3'), None off Jetson."""
+    try:
+        return parse_tegra_release(under(root, TEGRA_RELEASE).read_text(errors="replace"))
+    except OSError:
+        return None
+
+
+def jetpack_for_l4t(l4t: Optional[str]) -> Optional[str]:
+    """The JetPack release of an L4T release ('36.4.3' -> '6.2'), None when unknown."""
+    return JETPACK_BY_L4T.get(l4t) if l4t else None
 
 
 def parse_nvpmodel_query(text: str) -> Dict[str, object]:

@@ -7,10 +7,15 @@ else becomes ``DeviceError`` / ``SensorUnavailable``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+import logging
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..errors import DeviceError, SensorUnavailable, unavailable
+from ..errors import BackendUnavailableError, DeviceError, GenerationError, SensorUnavailable, unavailable
 from .base import Device, DeviceInfo, PowerReading, Sensor
+from .cuda import CudaRuntime
+
+log = logging.getLogger("edgert.devices.nvidia")
+log.addHandler(logging.NullHandler())
 
 # NVML units (NVML API reference, nvml.h): power and limits in milliwatts, total energy in
 # millijoules since the driver was loaded (Volta and newer), memory in bytes, clocks in MHz.
@@ -156,6 +161,33 @@ class NvidiaGpu(Device):
             except SensorUnavailable as exc:
                 self.sensor_problems.append(f"nvml: {exc}")
         return []
+
+
+def nvml_capability(nvml: Any = None, index: int = 0) -> Tuple[str, str]:
+    """(compute capability 'M.m', name) of one GPU through NVML; DeviceError when NVML cannot say."""
+    module = load_nvml(nvml)
+    handle = _call(module, module.nvmlDeviceGetHandleByIndex, index, what=f"handle of GPU {index}", optional=False)
+    major, minor = _call(module, module.nvmlDeviceGetCudaComputeCapability, handle,
+                         what=f"compute capability of GPU {index}", optional=False)
+    name = _call(module, module.nvmlDeviceGetName, handle, what=f"name of GPU {index}", optional=False)
+    return f"{int(major)}.{int(minor)}", _text(name)
+
+
+def gpu_capability(nvml: Any = None, cuda: Any = None) -> Tuple[Optional[str], Optional[str]]:
+    """(compute capability 'M.m', GPU name) of GPU 0: NVML first, then the CUDA runtime
+    (Jetson boards before JetPack 7 have no NVML); (None, None) when neither answers.
+    ``nvml`` and ``cuda`` (a ``CudaRuntime``) replace the real bindings in tests."""
+    try:
+        return nvml_capability(nvml)
+    except (BackendUnavailableError, DeviceError) as exc:
+        log.debug("NVML: %s", exc)
+    try:
+        runtime = cuda if cuda is not None else CudaRuntime.load()
+        major, minor, name = runtime.device_capability(0)
+        return f"{major}.{minor}", name
+    except (BackendUnavailableError, GenerationError) as exc:
+        log.debug("CUDA runtime: %s", exc)
+    return None, None
 
 
 def nvidia_gpus(nvml: Any = None) -> List[NvidiaGpu]:
