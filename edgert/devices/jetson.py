@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..errors import SensorUnavailable
-from .base import (Device, DeviceInfo, Opener, PowerReading, Runner, Sensor, default_run, read_number, try_read,
-                   under)
+from ..errors import DeviceError, SensorUnavailable
+from .base import (Device, DeviceInfo, Opener, PowerKnob, PowerReading, PowerSetting, Runner, Sensor, default_run,
+                   read_number, try_read, under)
 from .cpu import CpuDevice, _meminfo_total_bytes, MEMINFO
 
 # Sources: Linux Documentation/hwmon/ina3221.rst and ina238.rst (file names and units);
@@ -32,6 +32,11 @@ DEVICE_TREE_COMPATIBLE = "/proc/device-tree/compatible"
 TEGRA_RELEASE = "/etc/nv_tegra_release"
 NVPMODEL_STATUS = "/var/lib/nvpmodel/status"  # "pmode:0002"
 NVPMODEL_QUERY = ("nvpmodel", "-q")  # "NV Power Mode: 15W\n0\n"
+NVPMODEL_SET = ("nvpmodel", "-m")  # + the mode id; needs root
+# /etc/nvpmodel.conf lists the modes as "< POWER_MODEL ID=n NAME=MODE_15W >" blocks
+NVPMODEL_CONF = "/etc/nvpmodel.conf"
+POWER_MODEL = re.compile(r"^\s*<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)\s*>", re.MULTILINE)
+MODE_WATTS = re.compile(r"(\d+(?:\.\d+)?)W", re.IGNORECASE)
 HWMON_GLOBS = ("/sys/class/hwmon/hwmon*", "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*")
 HWMON_CHIPS = ("ina3221", "ina238")
 IIO_GLOB = "/sys/bus/i2c/drivers/ina3221x/*/iio:device*"
@@ -190,6 +195,65 @@ def parse_nvpmodel_query(text: str) -> Dict[str, object]:
     return out
 
 
+def parse_nvpmodel_conf(text: str) -> List[PowerSetting]:
+    """``< POWER_MODEL ID=1 NAME=MODE_15W >`` lines -> settings with watts where the name has them."""
+    out = []
+    for match in POWER_MODEL.finditer(text):
+        mode_id, name = match.group(1), match.group(2)
+        watts = MODE_WATTS.search(name)
+        out.append(PowerSetting(mode_id, name, float(watts.group(1)) if watts else None))
+    return out
+
+
+class JetsonPowerModes(PowerKnob):
+    """The nvpmodel power mode: the fastest mode whose rated watts fit the limit; MAXN modes
+    have no rating and are used only without a limit."""
+
+    name = "nvpmodel"
+
+    def __init__(self, root: Path = Path("/"), run: Optional[Runner] = None):
+        self.root = Path(root)
+        self._run = run or default_run
+        path = under(self.root, NVPMODEL_CONF)
+        try:
+            self._settings = parse_nvpmodel_conf(path.read_text(errors="replace"))
+        except OSError as exc:
+            raise DeviceError(f"cannot read the Jetson power modes: expected {path}, {exc.strerror or exc}") from None
+        if not self._settings:
+            raise DeviceError(f"{path}: expected '< POWER_MODEL ID=n NAME=... >' entries, found none")
+
+    def settings(self) -> List[PowerSetting]:
+        return list(self._settings)
+
+    def current(self) -> Optional[PowerSetting]:
+        try:
+            mode = parse_nvpmodel_query(self._run(NVPMODEL_QUERY))
+        except Exception:
+            return None
+        mode_id = mode.get("power_mode_id")
+        return next((s for s in self._settings if s.id == str(mode_id)), None)
+
+    def choose(self, power_w: Optional[float]) -> PowerSetting:
+        rated = sorted((s for s in self._settings if s.power_w is not None), key=lambda s: s.power_w)
+        if power_w is None:
+            unrated = [s for s in self._settings if s.power_w is None]  # MAXN: no cap at all
+            return unrated[0] if unrated else rated[-1]
+        fitting = [s for s in rated if s.power_w <= power_w]
+        if fitting:
+            return fitting[-1]
+        if not rated:
+            raise DeviceError(f"no Jetson power mode is rated in watts ({', '.join(s.label for s in self._settings)})")
+        return rated[0]  # the lowest mode; the planner reports that the limit cannot be met
+
+    def apply(self, setting: PowerSetting) -> None:
+        try:
+            self._run(NVPMODEL_SET + (setting.id,))
+        except FileNotFoundError:
+            raise DeviceError("nvpmodel not found: cannot change the Jetson power mode") from None
+        except Exception as exc:
+            raise DeviceError(f"nvpmodel -m {setting.id} ({setting.label}) failed (it needs root): {exc}") from None
+
+
 def is_jetson(root: Path = Path("/"), opener: Opener = open) -> bool:
     model = try_read(under(root, DEVICE_TREE_MODEL), opener) or ""
     compatible = try_read(under(root, DEVICE_TREE_COMPATIBLE), opener) or ""
@@ -263,6 +327,10 @@ class JetsonDevice(Device):
             details["memory_bytes"] = memory
         name = model or (f"NVIDIA Jetson (L4T {release})" if release else "NVIDIA Jetson")
         return DeviceInfo(self.kind, name, "NVIDIA", details)
+
+    def power_knob(self) -> JetsonPowerModes:
+        """The nvpmodel modes of this board (DeviceError when nvpmodel.conf is unreadable)."""
+        return JetsonPowerModes(self.root, run=self._run)
 
     def _known_tdp_w(self, details: Optional[Dict[str, object]] = None) -> Optional[float]:
         mode = (details if details is not None else self.power_mode()).get("power_mode")

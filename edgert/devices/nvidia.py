@@ -11,7 +11,7 @@ import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import BackendUnavailableError, DeviceError, GenerationError, SensorUnavailable, unavailable
-from .base import Device, DeviceInfo, PowerReading, Sensor
+from .base import Device, DeviceInfo, PowerKnob, PowerReading, PowerSetting, Sensor
 from .cuda import CudaRuntime
 
 log = logging.getLogger("edgert.devices.nvidia")
@@ -106,6 +106,45 @@ class NvmlPowerSensor(Sensor):
         return self._reading(power_w=self._power_mw() / MW_PER_W)
 
 
+class NvidiaPowerLimit(PowerKnob):
+    """The board power limit (nvmlDeviceSetPowerManagementLimit, clamped to the limit
+    constraints; needs root, like ``nvidia-smi -pl``)."""
+
+    name = "nvml-power-limit"
+
+    def __init__(self, nvml: Any, handle: Any):
+        self.nvml = nvml
+        self.handle = handle
+        try:
+            low_mw, high_mw = nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
+        except Exception as exc:
+            raise DeviceError(f"NVML power limit constraints unavailable: {exc}") from None
+        self.min_w, self.max_w = low_mw / MW_PER_W, high_mw / MW_PER_W
+
+    def settings(self) -> List[PowerSetting]:
+        return [PowerSetting(f"{self.min_w:g}", f"{self.min_w:g} W", self.min_w),
+                PowerSetting(f"{self.max_w:g}", f"{self.max_w:g} W", self.max_w)]
+
+    def current(self) -> Optional[PowerSetting]:
+        try:
+            watts = self.nvml.nvmlDeviceGetPowerManagementLimit(self.handle) / MW_PER_W
+        except Exception:
+            return None
+        return PowerSetting(f"{watts:g}", f"{watts:g} W", watts)
+
+    def choose(self, power_w: Optional[float]) -> PowerSetting:
+        watts = self.max_w if power_w is None else min(max(power_w, self.min_w), self.max_w)
+        return PowerSetting(f"{watts:g}", f"{watts:g} W", watts)
+
+    def apply(self, setting: PowerSetting) -> None:
+        try:
+            self.nvml.nvmlDeviceSetPowerManagementLimit(self.handle, int(setting.power_w * MW_PER_W))
+        except Exception as exc:
+            raise DeviceError(
+                f"setting the GPU power limit to {setting.label} failed (it needs root, like nvidia-smi -pl): {exc}"
+            ) from None
+
+
 class NvidiaGpu(Device):
     """One NVIDIA GPU seen through NVML."""
 
@@ -153,6 +192,10 @@ class NvidiaGpu(Device):
 
     def _known_tdp_w(self) -> Optional[float]:
         return self._power_limit_w()
+
+    def power_knob(self) -> NvidiaPowerLimit:
+        """The board power limit (DeviceError when NVML reports no limit constraints)."""
+        return NvidiaPowerLimit(self.nvml, self.handle)
 
     def _measured_sensors(self) -> List[Sensor]:
         for sensor_type in (NvmlEnergySensor, NvmlPowerSensor):

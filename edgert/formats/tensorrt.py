@@ -157,3 +157,8 @@ def check_engine_compatible(recorded: Optional[Mapping[str, Any]], current: Mapp
         "with edgert convert --to tensorrt"
     )
 
+
+
+def runner_options(variant: Any) -> Dict[str, Any]:
+    """What the TensorRT runner takes from a bundle variant: the engine's recorded compatibility key."""
+    return {"engine_key": variant.extra.get("engine")}
