@@ -3,7 +3,14 @@
 A runner owns one loaded model. The public methods check state and inputs and run the
 loop that is the same for every engine — sampling, stop strings, the deadline, cancellation,
 telemetry — while each engine implements only the ``*_impl`` methods: load, tokenize,
-detokenize, evaluate a prompt, evaluate one token.
+detokenize, evaluate a prompt, evaluate one token (and, for batching engines, fork the
+prompt's cache and evaluate one token for several sequences).
+
+``_loop`` is the one decode loop, for one sequence or several sampled together: one
+sequence takes the engine's unbatched calls, so its per-token cost is that of a plain loop.
+The file is over 400 lines because the public methods, the engine hooks they call and the
+loop that ties them together are one contract; sampling and stop strings are in
+``sampling.py``, the plain data in ``types.py``.
 """
 
 from __future__ import annotations
