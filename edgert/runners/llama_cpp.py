@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import EdgertError, GenerationError, ModelFileError, UsageError, unavailable
+from ..errors import BackendUnavailableError, EdgertError, GenerationError, ModelFileError, UsageError
 from ..formats.gguf import read_header
 from .base import Runner, _Aborted
 
@@ -43,7 +43,9 @@ def _llama_cpp():
     try:
         import llama_cpp
     except ImportError:
-        raise unavailable("llama.cpp runner (llama-cpp-python)", "llama") from None
+        raise BackendUnavailableError(
+            "llama.cpp runner unavailable: expected the llama-cpp-python package (an edgert dependency), "
+            "found it missing; reinstall edgert") from None
     if _log_callback is None:
 
         def forward(level: int, text: bytes, _user_data) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import GenerationError, ModelFileError, unavailable
+from ..errors import BackendUnavailableError, GenerationError, ModelFileError
 from ..formats.onnx import check_external_data
 from ..formats.optimum import ATTENTION_MASK, INPUT_IDS, LOGITS, PAST_NAME, POSITION_IDS, PRESENT_OUTPUT, past_layer
 from .base import Runner, _Aborted
@@ -44,7 +44,9 @@ def _ort():
     try:
         import onnxruntime
     except ImportError:
-        raise unavailable("ONNX Runtime runner (onnxruntime)", "onnx") from None
+        raise BackendUnavailableError(
+            "ONNX Runtime runner unavailable: expected the onnxruntime package (an edgert dependency; "
+            "onnxruntime-gpu with edgert[gpu]), found neither; reinstall edgert") from None
     return onnxruntime
 
 

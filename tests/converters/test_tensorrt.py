@@ -1,8 +1,6 @@
 """The GPU-free parts of the TensorRT converter and the engine compatibility key, with fakes of tensorrt and NVML."""
 
 import enum
-import importlib.util
-import sys
 import types
 from pathlib import Path
 from unittest import mock
