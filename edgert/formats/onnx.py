@@ -4,8 +4,8 @@ An ONNX model may keep tensor bytes in other files named by the model. Before ON
 opens any of them, ``check_external_data`` walks the protobuf wire format itself (no onnx
 or protobuf package) and refuses locations outside the model's directory, symlinks out,
 and offsets or lengths that do not fit the file or the tensor's shape. Field numbers follow
-onnx/onnx.proto. The format's registry entry (costs and memory from the export's
-config.json) is at the end.
+onnx/onnx.proto. Costs and memory of an ONNX export come from its config.json
+(``hf_config.py``, through the registry in ``edgert.formats``).
 """
 
 from __future__ import annotations
