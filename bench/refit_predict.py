@@ -33,7 +33,7 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgert.profiler.costs import ModelCosts  # noqa: E402
+from edgert.formats import ModelCosts  # noqa: E402
 from edgert.profiler.roofline import error_stats, fit_decode, fit_prefill  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

@@ -305,8 +305,10 @@ def run(bundle_dir: Path, prompt: str, deadline: Optional[str], max_tokens: int,
         strategy=strategy, variant=None if variant in (None, AUTO) else variant, n=n, think_tokens=think_tokens,
         answer_type=answer_type, pattern=pattern, task_set=task_set,
     ).check(has_profile=device_profile is not None, names=RUN_OPTIONS)  # before any model loads
+    # --power moves the device's power knob (nvpmodel on a Jetson, the NVML limit on a GPU)
+    knob = "auto" if request.power_w is not None else None
     with Runtime(bundle_dir, variant=request.variant, n_ctx=n_ctx, n_threads=threads, profile=device_profile,
-                 trace_path=trace_path) as runtime:
+                 trace_path=trace_path, power_knob=knob) as runtime:
         _run_one(runtime, request, as_json)
 
 
@@ -759,7 +761,8 @@ def serve(bundle_dir: Path, host: str, port: int, device_profile: Optional[Path]
 
     default_deadline_s = parse_duration_s(default_deadline, "--default-deadline")
     check_address(host, port)  # before loading models: a taken port is a one-line error, at once
-    with Runtime(bundle_dir, n_ctx=n_ctx, n_threads=threads, profile=device_profile, trace_path=trace_path) as runtime:
+    with Runtime(bundle_dir, n_ctx=n_ctx, n_threads=threads, profile=device_profile, trace_path=trace_path,
+                 power_knob="auto") as runtime:  # requests' power_w move the device's knob where it has one
         server = Server(runtime, queue_size=queue_size, default_deadline_s=default_deadline_s, model_id=model_id)
         loaded = server.preload()
         err.print(f"edgert serve: model {server.model_id!r} ({', '.join(f'{k} loaded in {v:.0f} ms' for k, v in loaded.items())})"

@@ -36,15 +36,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from edgert.devices.nvidia import load_nvml
 from edgert.errors import BackendUnavailableError, ConversionError
 from edgert.fileio import atomic_write_bytes
-from edgert.runners.tensorrt import (  # noqa: F401  (re-exported: the build side records the key)
+from edgert.formats.tensorrt import (  # noqa: F401  (re-exported: the build side records the key)
     EngineMismatchError,
     HARDWARE_COMPATIBILITY,
     check_engine_compatible,
     compatibility_key,
     installed_tensorrt_version,
-    make_logger,
     parse_version,
 )
+from edgert.runners.tensorrt import make_logger
 
 from .base import Artifact, Converter, ConvertOptions
 from .onnx_convert import export_onnx

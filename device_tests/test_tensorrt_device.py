@@ -58,9 +58,10 @@ def qdq_int8(src: Path, dst: Path, samples: np.ndarray) -> Path:
 def run_engine(engine_bytes: bytes, x: np.ndarray) -> np.ndarray:
     import tensorrt as trt
 
-    from edgert.runners.tensorrt import _CudaRuntime, make_logger
+    from edgert.devices.cuda import CudaRuntime
+    from edgert.runners.tensorrt import make_logger
 
-    cuda = _CudaRuntime.load()
+    cuda = CudaRuntime.load()
     engine = trt.Runtime(make_logger(trt)).deserialize_cuda_engine(engine_bytes)
     context = engine.create_execution_context()
     out = np.empty((x.shape[0], 10), dtype=np.float32)

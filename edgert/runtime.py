@@ -24,10 +24,12 @@ from .answers import AnswerSpec
 from .calibrate import task_set_for
 from .bundle import Bundle, Variant
 from .chat_template import Prompt, ThinkingFormat
-from .devices.base import EnergyMeter
+from .devices import power_knob as find_power_knob
+from .devices.base import EnergyMeter, PowerKnob
 from .devices.cpu import default_threads
 from .errors import DeadlineError, DeviceError, EdgertError
-from .memory import check_fits, estimate_memory
+from .formats import memory_estimate
+from .memory import check_fits
 from .planner import Limits, plan
 from .profiler.online import LatencyCorrector
 from .profiler.profile import DeviceProfile
@@ -55,9 +57,10 @@ class Runtime:
     profile: a DeviceProfile (or its path) for ``strategy="auto"``; trace_path: JSONL file
     that receives one decision record per request; sensor: a devices Sensor to measure
     energy with (otherwise energy is estimated from the profile and labelled so);
-    power_knob: a device-wide power setting moved to honour each request's power_w
-    (edgert.power: Jetson power modes, NVIDIA power limit); on CPUs the planner's thread
-    count is the knob; runner_factory: builds runners (tests use it to slow one down).
+    power_knob: a device-wide power setting moved to honour each request's power_w (a
+    ``devices`` PowerKnob: Jetson power modes, the NVIDIA power limit), or "auto" for the
+    knob of the detected device (``edgert.devices.power_knob``; none on a plain CPU, where
+    the planner's thread count is the knob); runner_factory: builds runners (tests use it to slow one down).
     """
 
     def __init__(
@@ -72,7 +75,7 @@ class Runtime:
         sensor: Any = None,
         target: float = 0.95,
         runner_factory: Optional[RunnerFactory] = None,
-        power_knob: Any = None,
+        power_knob: Union[PowerKnob, str, None] = None,
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(Path(bundle))
         self.default_variant = self.bundle.variant(variant).name
@@ -85,7 +88,7 @@ class Runtime:
         self.sensor = sensor
         self.target = target
         self._factory = runner_factory or _default_factory
-        self.power_knob = power_knob
+        self.power_knob: Optional[PowerKnob] = find_power_knob() if power_knob == "auto" else power_knob
         self._runners: Dict[str, Runner] = {}
         self._load_ms: Dict[str, float] = {}
         self._last: Optional[str] = None
@@ -138,12 +141,11 @@ class Runtime:
         return {name: self.load(name) for name in names}
 
     def _check_memory(self, variant: Variant, n_ctx: int) -> None:
-        if variant.format == "gguf":
-            key = (variant.name, n_ctx)
-            if key not in self._memory_estimates:  # the header is read once; available memory is read each time
-                # unified KV cache: n_ctx cells shared by all sequences
-                self._memory_estimates[key] = estimate_memory(self.bundle.path_of(variant), n_ctx=n_ctx)
-            check_fits(self._memory_estimates[key])
+        key = (variant.name, n_ctx)
+        if key not in self._memory_estimates:  # the file is read once; available memory is read each time
+            # llama.cpp's unified KV cache: n_ctx cells shared by all sequences
+            self._memory_estimates[key] = memory_estimate(variant.format, self.bundle.path_of(variant), n_ctx)
+        check_fits(self._memory_estimates[key])
 
     def _memory_exclusions(self) -> Dict[str, str]:
         """Variants the planner must leave out because loading them would not fit."""

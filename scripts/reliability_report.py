@@ -194,7 +194,8 @@ def runaway() -> Dict:
 def memory(skip_gemma: bool) -> List[Dict]:
     from test_memory import measure_llama_rss
 
-    from edgert.memory import MB, estimate_memory
+    from edgert.formats import MB
+    from edgert.memory import estimate_memory
     from edgert.models import packaged_model_path
 
     rows = []

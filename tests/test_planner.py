@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from edgert.errors import UsageError
 from edgert.planner import Limits, pareto_frontier, plan, predict_latency_ms
-from edgert.profiler.costs import ModelCosts
+from edgert.formats import ModelCosts
 from edgert.profiler.profile import DeviceProfile, VariantProfile
 from edgert.profiler.roofline import DecodeFit, PrefillFit
 from edgert.strategies import Config

@@ -13,7 +13,7 @@ import pytest
 
 from edgert.bundle import Bundle
 from edgert.errors import UsageError
-from edgert.profiler.costs import costs_from_file
+from edgert.formats import costs_from_file
 from edgert.profiler.profile import DeviceProfile, VariantProfile
 from edgert.profiler.roofline import DecodeFit, PrefillFit
 from edgert.runners.llama_cpp import LlamaCppRunner

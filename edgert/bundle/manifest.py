@@ -14,14 +14,15 @@ from pathlib import PurePosixPath
 from typing import Any, Dict, List, Optional
 
 from ..errors import BundleError, SchemaVersionError, UnsafePathError
+from .. import formats
 from ..formats.strict_json import loads_strict
 
 MANIFEST_NAME = "edgert.json"
 SCHEMA_VERSION = 1
 READABLE_SCHEMA_VERSIONS = (1,)
 
-#: artifact formats and the file suffix each one uses
-FORMATS: Dict[str, str] = {"gguf": ".gguf", "onnx": ".onnx", "tensorrt": ".engine"}
+#: artifact formats and the file suffix each one uses (the format registry's table)
+FORMATS: Dict[str, str] = formats.suffixes()
 
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")

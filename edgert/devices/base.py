@@ -1,8 +1,9 @@
 """The device and sensor interface every vendor implements, and the energy meter.
 
-A ``Device`` describes one piece of hardware (``info()``) and lists its power sensors,
-best first (``sensors()``). A ``Sensor`` returns a ``PowerReading``: instantaneous power,
-a cumulative energy counter, or both, labelled *measured* or *estimated*. The
+A ``Device`` describes one piece of hardware (``info()``), lists its power sensors, best
+first (``sensors()``), and may offer a ``PowerKnob`` (``power_knob()``). A ``Sensor``
+returns a ``PowerReading``: instantaneous power, a cumulative energy counter, or both,
+labelled *measured* or *estimated*. The
 ``EnergyMeter`` turns one sensor into the energy spent over an interval, from counter
 differences where the sensor has a counter and from sampled power otherwise.
 
@@ -94,6 +95,48 @@ class Sensor(ABC):
         return f"<{type(self).__name__} {self.name} ({self.provenance})>"
 
 
+@dataclass(frozen=True)
+class PowerSetting:
+    """One position of a knob: what it is called and the watts it is rated for (None: unrated)."""
+
+    id: str
+    label: str
+    power_w: Optional[float]
+
+
+class PowerKnob(ABC):
+    """A device-wide power setting the runtime can move to honour a watt limit.
+
+    On CPUs the knob is the thread count, which the planner chooses per request; boards
+    and GPUs have a device-wide setting (Jetson: nvpmodel modes; NVIDIA GPUs: the board
+    power limit). A knob that cannot act (no permission, missing tool) raises DeviceError
+    with the reason; the runtime records it and carries on, because a robot must still get
+    its answer.
+    """
+
+    name = ""
+
+    @abstractmethod
+    def settings(self) -> List[PowerSetting]: ...
+
+    @abstractmethod
+    def current(self) -> Optional[PowerSetting]: ...
+
+    @abstractmethod
+    def choose(self, power_w: Optional[float]) -> PowerSetting: ...
+
+    @abstractmethod
+    def apply(self, setting: PowerSetting) -> None: ...
+
+    def apply_limit(self, power_w: Optional[float]) -> PowerSetting:
+        """Move the knob to the setting for ``power_w`` (None: no limit); no-op if already there."""
+        setting = self.choose(power_w)
+        now = self.current()
+        if now is None or now.id != setting.id:
+            self.apply(setting)
+        return setting
+
+
 class Device(ABC):
     """One piece of hardware that runs models: a CPU, a GPU, a board."""
 
@@ -114,6 +157,11 @@ class Device(ABC):
 
     def _known_tdp_w(self) -> Optional[float]:
         """A TDP the device itself reports (power limit, power mode), if any."""
+        return None
+
+    def power_knob(self) -> Optional[PowerKnob]:
+        """The device-wide power setting the runtime may move (None: the device has none);
+        DeviceError when the device has one that cannot be read."""
         return None
 
     def sensors(self, tdp_w: Optional[float] = None) -> List[Sensor]:

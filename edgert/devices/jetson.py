@@ -1,4 +1,4 @@
-"""NVIDIA Jetson boards: model, L4T release, nvpmodel power mode, clocks; INA3221/INA238 rails.
+"""NVIDIA Jetson boards: model, L4T/JetPack release, nvpmodel power modes, clocks; INA3221/INA238 rails.
 
 The on-module power monitors appear in two layouts:
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..errors import SensorUnavailable
-from .base import (Device, DeviceInfo, Opener, PowerReading, Runner, Sensor, default_run, read_number, try_read,
-                   under)
+from ..errors import DeviceError, SensorUnavailable
+from .base import (Device, DeviceInfo, Opener, PowerKnob, PowerReading, PowerSetting, Runner, Sensor, default_run,
+                   read_number, try_read, under)
 from .cpu import CpuDevice, _meminfo_total_bytes, MEMINFO
 
 # Sources: Linux Documentation/hwmon/ina3221.rst and ina238.rst (file names and units);
@@ -32,12 +32,29 @@ DEVICE_TREE_COMPATIBLE = "/proc/device-tree/compatible"
 TEGRA_RELEASE = "/etc/nv_tegra_release"
 NVPMODEL_STATUS = "/var/lib/nvpmodel/status"  # "pmode:0002"
 NVPMODEL_QUERY = ("nvpmodel", "-q")  # "NV Power Mode: 15W\n0\n"
+NVPMODEL_SET = ("nvpmodel", "-m")  # + the mode id; needs root
+# /etc/nvpmodel.conf lists the modes as "< POWER_MODEL ID=n NAME=MODE_15W >" blocks
+NVPMODEL_CONF = "/etc/nvpmodel.conf"
+POWER_MODEL = re.compile(r"^\s*<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)\s*>", re.MULTILINE)
+MODE_WATTS = re.compile(r"(\d+(?:\.\d+)?)W", re.IGNORECASE)
 HWMON_GLOBS = ("/sys/class/hwmon/hwmon*", "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*")
 HWMON_CHIPS = ("ina3221", "ina238")
 IIO_GLOB = "/sys/bus/i2c/drivers/ina3221x/*/iio:device*"
 DEVFREQ = "/sys/class/devfreq"
 GPU_DEVFREQ = re.compile(r"\.(ga10b|gv11b|gp10b|gpu)$|^gpu-gpc")  # Orin, Xavier, TX2, Nano/TX1; Thor
 EMC_RATE_HZ = ("/sys/kernel/debug/bpmp/debug/clk/emc/rate", "/sys/kernel/debug/clk/emc/clk_rate")
+
+# L4T release -> JetPack, from NVIDIA's JetPack archive as tabulated in dusty-nv/jetson-containers
+# (jetson_containers/l4t_version.py, NVIDIA_JETPACK). Unknown releases are shown as "L4T x.y.z".
+JETPACK_BY_L4T: Dict[str, str] = {
+    "38.3.0": "7.1", "38.2.2": "7.0", "38.2.0": "7.0", "38.1.0": "7.0 EA",
+    "36.4.7": "6.2.1", "36.4.4": "6.2.1", "36.4.3": "6.2", "36.4.2": "6.1.1", "36.4.0": "6.1",
+    "36.3.0": "6.0", "36.2.0": "6.0 DP",
+    "35.6.2": "5.1.5", "35.6.1": "5.1.5", "35.6.0": "5.1.4", "35.5.0": "5.1.3", "35.4.1": "5.1.2",
+    "35.3.1": "5.1.1", "35.2.1": "5.1", "35.1.0": "5.0.2",
+    "32.7.6": "4.6.6", "32.7.5": "4.6.5", "32.7.4": "4.6.4", "32.7.3": "4.6.3", "32.7.2": "4.6.2",
+    "32.7.1": "4.6.1", "32.6.1": "4.6",
+}
 
 # Units per layout: name pattern, file templates and the factor to watts.
 LABEL_LAYOUT = {"label": "in{n}_label", "volt_mv": "in{n}_input", "curr_ma": "curr{n}_input", "power_uw": "power{n}_input"}
@@ -151,6 +168,19 @@ def parse_tegra_release(text: str) -> Optional[str]:
     return f"{match.group(1)}.{match.group(2)}" if match else None
 
 
+def read_l4t_release(root: Path = Path("/")) -> Optional[str]:
+    """The L4T release from ``<root>/etc/nv_tegra_release`` ('36.4.3'), None off Jetson."""
+    try:
+        return parse_tegra_release(under(root, TEGRA_RELEASE).read_text(errors="replace"))
+    except OSError:
+        return None
+
+
+def jetpack_for_l4t(l4t: Optional[str]) -> Optional[str]:
+    """The JetPack release of an L4T release ('36.4.3' -> '6.2'), None when unknown."""
+    return JETPACK_BY_L4T.get(l4t) if l4t else None
+
+
 def parse_nvpmodel_query(text: str) -> Dict[str, object]:
     """``nvpmodel -q`` output -> {"power_mode": "15W", "power_mode_id": 0}."""
     out: Dict[str, object] = {}
@@ -163,6 +193,65 @@ def parse_nvpmodel_query(text: str) -> Dict[str, object]:
                 out["power_mode_id"] = int(following[0])
             break
     return out
+
+
+def parse_nvpmodel_conf(text: str) -> List[PowerSetting]:
+    """``< POWER_MODEL ID=1 NAME=MODE_15W >`` lines -> settings with watts where the name has them."""
+    out = []
+    for match in POWER_MODEL.finditer(text):
+        mode_id, name = match.group(1), match.group(2)
+        watts = MODE_WATTS.search(name)
+        out.append(PowerSetting(mode_id, name, float(watts.group(1)) if watts else None))
+    return out
+
+
+class JetsonPowerModes(PowerKnob):
+    """The nvpmodel power mode: the fastest mode whose rated watts fit the limit; MAXN modes
+    have no rating and are used only without a limit."""
+
+    name = "nvpmodel"
+
+    def __init__(self, root: Path = Path("/"), run: Optional[Runner] = None):
+        self.root = Path(root)
+        self._run = run or default_run
+        path = under(self.root, NVPMODEL_CONF)
+        try:
+            self._settings = parse_nvpmodel_conf(path.read_text(errors="replace"))
+        except OSError as exc:
+            raise DeviceError(f"cannot read the Jetson power modes: expected {path}, {exc.strerror or exc}") from None
+        if not self._settings:
+            raise DeviceError(f"{path}: expected '< POWER_MODEL ID=n NAME=... >' entries, found none")
+
+    def settings(self) -> List[PowerSetting]:
+        return list(self._settings)
+
+    def current(self) -> Optional[PowerSetting]:
+        try:
+            mode = parse_nvpmodel_query(self._run(NVPMODEL_QUERY))
+        except Exception:
+            return None
+        mode_id = mode.get("power_mode_id")
+        return next((s for s in self._settings if s.id == str(mode_id)), None)
+
+    def choose(self, power_w: Optional[float]) -> PowerSetting:
+        rated = sorted((s for s in self._settings if s.power_w is not None), key=lambda s: s.power_w)
+        if power_w is None:
+            unrated = [s for s in self._settings if s.power_w is None]  # MAXN: no cap at all
+            return unrated[0] if unrated else rated[-1]
+        fitting = [s for s in rated if s.power_w <= power_w]
+        if fitting:
+            return fitting[-1]
+        if not rated:
+            raise DeviceError(f"no Jetson power mode is rated in watts ({', '.join(s.label for s in self._settings)})")
+        return rated[0]  # the lowest mode; the planner reports that the limit cannot be met
+
+    def apply(self, setting: PowerSetting) -> None:
+        try:
+            self._run(NVPMODEL_SET + (setting.id,))
+        except FileNotFoundError:
+            raise DeviceError("nvpmodel not found: cannot change the Jetson power mode") from None
+        except Exception as exc:
+            raise DeviceError(f"nvpmodel -m {setting.id} ({setting.label}) failed (it needs root): {exc}") from None
 
 
 def is_jetson(root: Path = Path("/"), opener: Opener = open) -> bool:
@@ -238,6 +327,10 @@ class JetsonDevice(Device):
             details["memory_bytes"] = memory
         name = model or (f"NVIDIA Jetson (L4T {release})" if release else "NVIDIA Jetson")
         return DeviceInfo(self.kind, name, "NVIDIA", details)
+
+    def power_knob(self) -> JetsonPowerModes:
+        """The nvpmodel modes of this board (DeviceError when nvpmodel.conf is unreadable)."""
+        return JetsonPowerModes(self.root, run=self._run)
 
     def _known_tdp_w(self, details: Optional[Dict[str, object]] = None) -> Optional[float]:
         mode = (details if details is not None else self.power_mode()).get("power_mode")

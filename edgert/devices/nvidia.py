@@ -7,10 +7,15 @@ else becomes ``DeviceError`` / ``SensorUnavailable``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+import logging
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..errors import DeviceError, SensorUnavailable, unavailable
-from .base import Device, DeviceInfo, PowerReading, Sensor
+from ..errors import BackendUnavailableError, DeviceError, GenerationError, SensorUnavailable, unavailable
+from .base import Device, DeviceInfo, PowerKnob, PowerReading, PowerSetting, Sensor
+from .cuda import CudaRuntime
+
+log = logging.getLogger("edgert.devices.nvidia")
+log.addHandler(logging.NullHandler())
 
 # NVML units (NVML API reference, nvml.h): power and limits in milliwatts, total energy in
 # millijoules since the driver was loaded (Volta and newer), memory in bytes, clocks in MHz.
@@ -101,6 +106,45 @@ class NvmlPowerSensor(Sensor):
         return self._reading(power_w=self._power_mw() / MW_PER_W)
 
 
+class NvidiaPowerLimit(PowerKnob):
+    """The board power limit (nvmlDeviceSetPowerManagementLimit, clamped to the limit
+    constraints; needs root, like ``nvidia-smi -pl``)."""
+
+    name = "nvml-power-limit"
+
+    def __init__(self, nvml: Any, handle: Any):
+        self.nvml = nvml
+        self.handle = handle
+        try:
+            low_mw, high_mw = nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
+        except Exception as exc:
+            raise DeviceError(f"NVML power limit constraints unavailable: {exc}") from None
+        self.min_w, self.max_w = low_mw / MW_PER_W, high_mw / MW_PER_W
+
+    def settings(self) -> List[PowerSetting]:
+        return [PowerSetting(f"{self.min_w:g}", f"{self.min_w:g} W", self.min_w),
+                PowerSetting(f"{self.max_w:g}", f"{self.max_w:g} W", self.max_w)]
+
+    def current(self) -> Optional[PowerSetting]:
+        try:
+            watts = self.nvml.nvmlDeviceGetPowerManagementLimit(self.handle) / MW_PER_W
+        except Exception:
+            return None
+        return PowerSetting(f"{watts:g}", f"{watts:g} W", watts)
+
+    def choose(self, power_w: Optional[float]) -> PowerSetting:
+        watts = self.max_w if power_w is None else min(max(power_w, self.min_w), self.max_w)
+        return PowerSetting(f"{watts:g}", f"{watts:g} W", watts)
+
+    def apply(self, setting: PowerSetting) -> None:
+        try:
+            self.nvml.nvmlDeviceSetPowerManagementLimit(self.handle, int(setting.power_w * MW_PER_W))
+        except Exception as exc:
+            raise DeviceError(
+                f"setting the GPU power limit to {setting.label} failed (it needs root, like nvidia-smi -pl): {exc}"
+            ) from None
+
+
 class NvidiaGpu(Device):
     """One NVIDIA GPU seen through NVML."""
 
@@ -149,6 +193,10 @@ class NvidiaGpu(Device):
     def _known_tdp_w(self) -> Optional[float]:
         return self._power_limit_w()
 
+    def power_knob(self) -> NvidiaPowerLimit:
+        """The board power limit (DeviceError when NVML reports no limit constraints)."""
+        return NvidiaPowerLimit(self.nvml, self.handle)
+
     def _measured_sensors(self) -> List[Sensor]:
         for sensor_type in (NvmlEnergySensor, NvmlPowerSensor):
             try:
@@ -156,6 +204,33 @@ class NvidiaGpu(Device):
             except SensorUnavailable as exc:
                 self.sensor_problems.append(f"nvml: {exc}")
         return []
+
+
+def nvml_capability(nvml: Any = None, index: int = 0) -> Tuple[str, str]:
+    """(compute capability 'M.m', name) of one GPU through NVML; DeviceError when NVML cannot say."""
+    module = load_nvml(nvml)
+    handle = _call(module, module.nvmlDeviceGetHandleByIndex, index, what=f"handle of GPU {index}", optional=False)
+    major, minor = _call(module, module.nvmlDeviceGetCudaComputeCapability, handle,
+                         what=f"compute capability of GPU {index}", optional=False)
+    name = _call(module, module.nvmlDeviceGetName, handle, what=f"name of GPU {index}", optional=False)
+    return f"{int(major)}.{int(minor)}", _text(name)
+
+
+def gpu_capability(nvml: Any = None, cuda: Any = None) -> Tuple[Optional[str], Optional[str]]:
+    """(compute capability 'M.m', GPU name) of GPU 0: NVML first, then the CUDA runtime
+    (Jetson boards before JetPack 7 have no NVML); (None, None) when neither answers.
+    ``nvml`` and ``cuda`` (a ``CudaRuntime``) replace the real bindings in tests."""
+    try:
+        return nvml_capability(nvml)
+    except (BackendUnavailableError, DeviceError) as exc:
+        log.debug("NVML: %s", exc)
+    try:
+        runtime = cuda if cuda is not None else CudaRuntime.load()
+        major, minor, name = runtime.device_capability(0)
+        return f"{major}.{minor}", name
+    except (BackendUnavailableError, GenerationError) as exc:
+        log.debug("CUDA runtime: %s", exc)
+    return None, None
 
 
 def nvidia_gpus(nvml: Any = None) -> List[NvidiaGpu]:

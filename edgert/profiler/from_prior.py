@@ -12,7 +12,7 @@ from typing import Dict, Optional, Sequence
 
 from .. import __version__
 from ..bundle import Bundle
-from .costs import costs_from_file
+from ..formats import costs_from_file
 from .priors import DevicePrior, load_prior
 from .profile import DeviceProfile, VariantProfile
 from .roofline import DecodeFit, PrefillFit
@@ -38,7 +38,7 @@ def profile_from_prior(prior: str | DevicePrior, bundle: Optional[Bundle] = None
     profiled: Dict[str, VariantProfile] = {}
     if bundle is not None:
         for variant in [bundle.variant(n) for n in variants] if variants else bundle.variants:
-            costs = costs_from_file(bundle.artifact(variant))
+            costs = costs_from_file(bundle.artifact(variant), variant.format)
             decode, prefill = assumed["decode"], assumed["prefill"]
             step_s = decode.predict_ms(costs, peak, bw, 256, 1) / 1000
             prefill_s = prefill.predict_ms(costs, peak, bw, 512) / 1000 / 512

@@ -12,10 +12,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from .. import __version__
 from ..progress import Progress
 from ..bundle import Bundle
+from ..devices import EnergyMeter, detect_devices
 from ..devices.cpu import default_threads
+from ..runners.llama_cpp import gpu_offload_supported
 from ..runners.registry import open_runner
-from .costs import costs_from_file
+from ..formats import costs_from_file
 from .microbench import run_microbenchmarks
+from .priors import load_prior
 from .profile import DeviceProfile, VariantProfile
 from .roofline import error_stats, fit_decode, fit_prefill, repeat_spread_pct
 
@@ -69,8 +72,6 @@ class _Meter:
         self.sensor = sensor
 
     def measure(self, work: Callable[[], Any], into: _Energy) -> Any:
-        from ..devices import EnergyMeter
-
         start = time.perf_counter()
         with EnergyMeter(self.sensor, interval_s=0.05) as meter:
             result = work()
@@ -180,14 +181,9 @@ def profile_device(
     progress: Progress = None,
 ) -> DeviceProfile:
     """Measure this device (and every chosen variant of ``bundle``) into a DeviceProfile."""
-    from ..devices import detect_devices
-    from ..runners.llama_cpp import gpu_offload_supported
-
     plan = QUICK if quick else FULL
     threads = threads or default_threads()
     if tdp_w is None and prior is not None:
-        from .priors import load_prior
-
         tdp_w = load_prior(prior).tdp_w
     notes: List[str] = []
     device = choose_device(detect_devices(notes=notes), gpu_offload_supported())
@@ -204,7 +200,7 @@ def profile_device(
     if bundle is not None:
         chosen = [bundle.variant(n) for n in variants] if variants else bundle.variants
         for variant in chosen:
-            costs = costs_from_file(bundle.artifact(variant))
+            costs = costs_from_file(bundle.artifact(variant), variant.format)
             # the shared context plus every sequence's new tokens live in one unified cache
             needed_ctx = max(plan.prefill_lengths) + max(plan.batches) * (plan.decode_steps + 1) + 16
             runner = open_runner(bundle, variant, n_ctx=needed_ctx, n_threads=threads)

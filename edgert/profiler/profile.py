@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import ProfileError
 from ..fileio import atomic_write_bytes
-from .costs import ModelCosts
+from ..formats import ModelCosts
 from .roofline import DecodeFit, PrefillFit
 
 PROFILE_SCHEMA_VERSION = 1

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .costs import ModelCosts
+from ..formats import ModelCosts
 
 
 def nelder_mead(f: Callable[[np.ndarray], float], x0: np.ndarray, iters: int = 2000, step: float = 0.5) -> np.ndarray:

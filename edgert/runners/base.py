@@ -3,25 +3,30 @@
 A runner owns one loaded model. The public methods check state and inputs and run the
 loop that is the same for every engine — sampling, stop strings, the deadline, cancellation,
 telemetry — while each engine implements only the ``*_impl`` methods: load, tokenize,
-detokenize, evaluate a prompt, evaluate one token.
+detokenize, evaluate a prompt, evaluate one token (and, for batching engines, fork the
+prompt's cache and evaluate one token for several sequences).
+
+``_loop`` is the one decode loop, for one sequence or several sampled together: one
+sequence takes the engine's unbatched calls, so its per-token cost is that of a plain loop.
+The file is over 400 lines because the public methods, the engine hooks they call and the
+loop that ties them together are one contract; sampling and stop strings are in
+``sampling.py``, the plain data in ``types.py``.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import replace
 from pathlib import Path
-from typing import Callable, ClassVar, Deque, Dict, List, Optional, Sequence, Type
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Type
 
 import numpy as np
 
 from ..chat_template import ChatTemplate, Prompt, to_messages
 from ..errors import EdgertError, RunnerStateError, UsageError
+from .sampling import StopDecoder, sample
 from .types import (RETURN_MARGIN_S, CancelToken, Deadline, GenerationResult, SamplingParams,
                     StepRecord, TokenCallback)
 
@@ -29,6 +34,17 @@ from .types import (RETURN_MARGIN_S, CancelToken, Deadline, GenerationResult, Sa
 #: SmolLM2 decode step ~11 ms against ~4.5 ms per prefill token; Gemma-3-270M ~16 against
 #: ~7); conservative, and replaced by measured steps from the first request on
 FIRST_STEP_PER_PREFILL_TOKEN = 3.0
+
+# public-domain text (Jules Verne, "Twenty Thousand Leagues Under the Sea", 1870, tr. 1872)
+# used as realistic token filler for timing measurements
+FILLER_TEXT = (
+    "The year 1866 was signalised by a remarkable incident, a mysterious and puzzling phenomenon, "
+    "which doubtless no one has yet forgotten. Not to mention rumours which agitated the maritime "
+    "population and excited the public mind, even in the interior of continents, seafaring men were "
+    "particularly excited. Merchants, common sailors, captains of vessels, skippers, both of Europe "
+    "and America, naval officers of all countries, and the Governments of several States on the two "
+    "continents, were deeply interested in the matter."
+)
 
 
 class _Aborted(Exception):
@@ -68,11 +84,8 @@ class Runner(ABC):
         self._busy = threading.Lock()
         self._cancel: Optional[CancelToken] = None
         self.load_ms: Optional[float] = None
-        self._step_estimate_s = 0.0
+        self._last_step_s = 0.0  # median decode step of the last single-sequence request
         self._prefix_hit = 0  # prompt tokens the last prefill found already evaluated
-        #: recent evaluations as (kind, tokens or batch, context length, ms): the runtime
-        #: compares them with the profile's predictions to recalibrate online
-        self.step_log: Deque[StepRecord] = collections.deque(maxlen=8192)
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> "Runner":
@@ -149,7 +162,7 @@ class Runner(ABC):
             with self._exclusive():
                 self._set_threads_impl(n_threads)
                 self.n_threads = n_threads
-                self._step_estimate_s = 0.0  # step times measured at the old count no longer apply
+                self._last_step_s = 0.0  # step times measured at the old count no longer apply
 
     def _set_threads_impl(self, n_threads: int) -> None:
         raise EdgertError(f"{type(self).__name__} cannot change its thread count after loading")
@@ -184,6 +197,14 @@ class Runner(ABC):
         ids = self._tokenize_impl(text)
         bos = self._bos_id_impl()
         return ids[1:] if ids and bos is not None and ids[0] == bos else ids
+
+    @staticmethod
+    def _strip_double_bos(ids: List[int], bos: Optional[int]) -> List[int]:
+        """Drop the second of two leading BOS tokens: the chat template wrote BOS itself and
+        the tokenizer added another."""
+        if bos is not None and len(ids) >= 2 and ids[0] == ids[1] == bos:
+            return ids[1:]
+        return ids
 
     def detokenize(self, ids: Sequence[int]) -> str:
         self._require_loaded()
@@ -225,13 +246,11 @@ class Runner(ABC):
         """``generate`` from token ids (a prompt already encoded, or one extended by a strategy)."""
         self._require_loaded()
         params, deadline, cancel, prompt_ids = self._check_request(prompt_ids, params, deadline, cancel, 1)
+        log: List[StepRecord] = []
         with self._exclusive():
             self._cancel = cancel
-            self.step_log.clear()
             try:
-                result = self._loop(prompt_ids, params, deadline, on_token, cancel)
-                result.steps = list(self.step_log)
-                return result
+                return self._loop(prompt_ids, [params.seed], params, deadline, cancel, log, on_token)[0]
             finally:
                 self._cancel = None
 
@@ -256,9 +275,9 @@ class Runner(ABC):
                                                                     min(n, self.max_parallel))
         finished: List[GenerationResult] = []
         results: List[GenerationResult] = []
+        log: List[StepRecord] = []  # shared by every result of this call
         with self._exclusive():
             self._cancel = cancel
-            self.step_log.clear()
             try:
                 start = 0
                 while start < n:
@@ -266,21 +285,17 @@ class Runner(ABC):
                     stopped = should_stop is not None and finished and should_stop(finished)
                     if stopped or cancel.cancelled or deadline.remaining_s() <= RETURN_MARGIN_S:
                         reason = "dropped" if stopped else ("cancelled" if cancel.cancelled else "deadline")
-                        results += [self.empty_result(prompt_ids, reason, deadline) for _ in range(n - start)]
+                        results += [self.empty_result(prompt_ids, reason, deadline, log) for _ in range(n - start)]
                         break
                     seeds = [None if params.seed is None else params.seed + start + i for i in range(width)]
-                    if width == 1:
-                        wave = [self._loop(prompt_ids, _with_seed(params, seeds[0]), deadline, None, cancel)]
-                    else:
-                        wave = self._loop_many(prompt_ids, seeds, params, deadline, cancel, should_stop, finished)
+                    # a single sample is checked against should_stop between waves only
+                    wave = self._loop(prompt_ids, seeds, params, deadline, cancel, log,
+                                      should_stop=should_stop if width > 1 else None, finished_before=finished)
                     finished += [r for r in wave if r.finish_reason != "dropped"]
                     results += wave
                     start += width
             finally:
                 self._cancel = None
-        steps = list(self.step_log)  # one list for the whole call: its steps are shared by the samples
-        for result in results:
-            result.steps = steps
         return results
 
     def _check_request(self, prompt_ids, params, deadline, cancel, width: int):
@@ -298,127 +313,54 @@ class Runner(ABC):
             )
         return params, deadline or Deadline(None), cancel or CancelToken(), prompt_ids
 
-    def empty_result(self, prompt_ids: List[int], reason: str, deadline: Deadline) -> GenerationResult:
+    def empty_result(self, prompt_ids: Sequence[int], reason: str, deadline: Deadline,
+                     steps: Optional[List[StepRecord]] = None) -> GenerationResult:
+        """A result with no tokens (a sample never started: cut by the deadline, cancelled, dropped)."""
         return GenerationResult(text="", finish_reason=reason, tokens_in=len(prompt_ids), tokens_out=0,
-                                prefill_ms=0.0, decode_step_ms=[], total_ms=0.0, deadline_s=deadline.seconds)
+                                prefill_ms=0.0, decode_step_ms=[], total_ms=0.0, deadline_s=deadline.seconds,
+                                steps=steps if steps is not None else [])
+
+    def step_estimate_s(self) -> float:
+        """The median decode step of the last single-sequence request, in seconds (0: none yet)."""
+        return self._last_step_s
 
     def _sample_next(self, logits: np.ndarray, params: SamplingParams, rng: np.random.Generator):
         """Sample a token; with ignore_eos, end tokens are masked out and drawn again."""
-        token, logprob = _sample(logits, params.temperature, params.top_p, rng)
+        token, logprob = sample(logits, params.temperature, params.top_p, rng)
         if params.ignore_eos and self._is_end_impl(token):
             logits = logits.copy()
             while self._is_end_impl(token):
                 logits[token] = -np.inf
-                token, logprob = _sample(logits, params.temperature, params.top_p, rng)
+                token, logprob = sample(logits, params.temperature, params.top_p, rng)
         return token, logprob
 
     def _first_step_estimate_s(self, prefill_ms: float, evaluated: int) -> float:
         """What the first decode step of a request may take: the median step of earlier
         requests; before any, FIRST_STEP_PER_PREFILL_TOKEN x the prefill time per token (a
         step reads all weights for one token; CPU prefill amortizes that over many)."""
-        if self._step_estimate_s > 0 or evaluated < 1:
-            return self._step_estimate_s
+        if self._last_step_s > 0 or evaluated < 1:
+            return self._last_step_s
         return FIRST_STEP_PER_PREFILL_TOKEN * prefill_ms / 1000 / evaluated
 
     def _loop(
-        self,
-        prompt_ids: List[int],
-        params: SamplingParams,
-        deadline: Deadline,
-        on_token: Optional[TokenCallback],
-        cancel: CancelToken,
-    ) -> GenerationResult:
-        started = time.perf_counter()
-        rng = np.random.default_rng(params.seed)
-        max_new = min(params.max_tokens, self.n_ctx - len(prompt_ids))
-        should_abort = lambda: cancel.cancelled or deadline.remaining_s() <= RETURN_MARGIN_S  # noqa: E731
-        out_ids: List[int] = []
-        logprobs: List[float] = []
-        steps_ms: List[float] = []
-        decoder = _StopDecoder(params.stop, self._detokenize_impl)
-        finish = "length"
-
-        def result(reason: str, prefill_ms: float) -> GenerationResult:
-            return GenerationResult(
-                text=decoder.text,
-                finish_reason=reason,
-                tokens_in=len(prompt_ids),
-                tokens_out=len(out_ids),
-                prefill_ms=prefill_ms,
-                decode_step_ms=steps_ms,
-                total_ms=(time.perf_counter() - started) * 1000,
-                deadline_s=deadline.seconds,
-                token_ids=out_ids,
-                token_logprobs=logprobs,
-                cached_tokens=self._prefix_hit,
-            )
-
-        self._prefix_hit = 0
-        if should_abort():
-            return result("cancelled" if cancel.cancelled else "deadline", 0.0)
-        t0 = time.perf_counter()
-        try:
-            logits = self._prefill_impl(prompt_ids, should_abort)
-        except _Aborted:
-            cut_ms = (time.perf_counter() - t0) * 1000  # a lower bound of the prefill time, still worth learning from
-            self.step_log.append(StepRecord("prefill-cut", len(prompt_ids) - self._prefix_hit, len(prompt_ids), cut_ms))
-            return result("cancelled" if cancel.cancelled else "deadline", cut_ms)
-        prefill_ms = (time.perf_counter() - t0) * 1000
-        self.step_log.append(StepRecord("prefill", len(prompt_ids) - self._prefix_hit, len(prompt_ids), prefill_ms))
-        step_estimate_s = self._first_step_estimate_s(prefill_ms, len(prompt_ids) - self._prefix_hit)
-        last_check = time.perf_counter()
-        while True:
-            token, logprob = self._sample_next(logits, params, rng)
-            if self._is_end_impl(token):
-                finish = "eos"
-                break
-            out_ids.append(token)
-            logprobs.append(logprob)
-            piece, stopped = decoder.push(token)
-            if piece and on_token is not None:
-                on_token(piece, token)
-            if stopped:
-                finish = "stop"
-                break
-            if len(out_ids) >= max_new:
-                finish = "length"
-                break
-            if cancel.cancelled:
-                finish = "cancelled"
-                break
-            # do not start a step that the slowest recent iteration says would overrun
-            now = time.perf_counter()
-            step_estimate_s = max(now - last_check, 0.8 * step_estimate_s)
-            last_check = now
-            if deadline.remaining_s() < step_estimate_s + RETURN_MARGIN_S:
-                finish = "deadline"
-                break
-            t0 = time.perf_counter()
-            try:
-                logits = self._decode_impl(token, should_abort)
-            except _Aborted:
-                finish = "cancelled" if cancel.cancelled else "deadline"
-                break
-            steps_ms.append((time.perf_counter() - t0) * 1000)
-            self.step_log.append(StepRecord("decode", 1, len(prompt_ids) + len(out_ids), steps_ms[-1]))
-        if steps_ms:
-            self._step_estimate_s = float(np.median(steps_ms)) / 1000
-        tail = decoder.flush()
-        if tail and on_token is not None:
-            on_token(tail, -1)
-        return result(finish, prefill_ms)
-
-    def _loop_many(
         self,
         prompt_ids: List[int],
         seeds: List[Optional[int]],
         params: SamplingParams,
         deadline: Deadline,
         cancel: CancelToken,
-        should_stop: Optional[Callable[[List[GenerationResult]], bool]],
-        finished_before: List[GenerationResult],
+        log: List[StepRecord],
+        on_token: Optional[TokenCallback] = None,
+        should_stop: Optional[Callable[[List[GenerationResult]], bool]] = None,
+        finished_before: Sequence[GenerationResult] = (),
     ) -> List[GenerationResult]:
-        """Several samples of one prompt decoded together, one batched step per token."""
+        """Decode ``len(seeds)`` samples of one prompt, one step per token for all of them.
+
+        One sequence takes the engine's unbatched calls (``_decode_impl``); several share the
+        evaluated prompt (``_fork_impl``) and step together (``_decode_batch_impl``). Before
+        every step the deadline is checked against the slowest recent step; the engines check
+        it inside prompt evaluation. Step records go to ``log`` (and the results carry it).
+        """
         n = len(seeds)
         started = time.perf_counter()
         should_abort = lambda: cancel.cancelled or deadline.remaining_s() <= RETURN_MARGIN_S  # noqa: E731
@@ -427,87 +369,106 @@ class Runner(ABC):
         outs: List[List[int]] = [[] for _ in range(n)]
         logprobs: List[List[float]] = [[] for _ in range(n)]
         steps: List[List[float]] = [[] for _ in range(n)]
-        decoders = [_StopDecoder(params.stop, self._detokenize_impl) for _ in range(n)]
-        finish: List[Optional[str]] = [None] * n
+        decoders = [StopDecoder(params.stop, self._detokenize_impl) for _ in range(n)]
         results: List[Optional[GenerationResult]] = [None] * n
+        live = list(range(n))
         prefill_ms = 0.0
         self._prefix_hit = 0
 
         def close(i: int, reason: str) -> None:
-            finish[i] = reason
-            decoders[i].flush()
+            tail = decoders[i].flush()
+            if tail and on_token is not None:
+                on_token(tail, -1)
             results[i] = GenerationResult(
                 text=decoders[i].text, finish_reason=reason, tokens_in=len(prompt_ids), tokens_out=len(outs[i]),
                 prefill_ms=prefill_ms, decode_step_ms=steps[i], total_ms=(time.perf_counter() - started) * 1000,
                 deadline_s=deadline.seconds, token_ids=outs[i], token_logprobs=logprobs[i],
-                cached_tokens=self._prefix_hit,
+                cached_tokens=self._prefix_hit, steps=log,
             )
 
         def close_all(reason: str) -> List[GenerationResult]:
-            for i in range(n):
-                if finish[i] is None:
-                    close(i, reason)
+            for i in live:
+                close(i, reason)
             return list(results)  # type: ignore[arg-type]
 
+        def aborted() -> str:
+            return "cancelled" if cancel.cancelled else "deadline"
+
         if should_abort():
-            return close_all("cancelled" if cancel.cancelled else "deadline")
+            return close_all(aborted())
         t0 = time.perf_counter()
         try:
             first = self._prefill_impl(prompt_ids, should_abort)
         except _Aborted:
-            prefill_ms = (time.perf_counter() - t0) * 1000
-            self.step_log.append(StepRecord("prefill-cut", len(prompt_ids) - self._prefix_hit, len(prompt_ids), prefill_ms))
-            return close_all("cancelled" if cancel.cancelled else "deadline")
+            prefill_ms = (time.perf_counter() - t0) * 1000  # a lower bound of the prefill time, still worth learning from
+            log.append(StepRecord("prefill-cut", len(prompt_ids) - self._prefix_hit, len(prompt_ids), prefill_ms))
+            return close_all(aborted())
         prefill_ms = (time.perf_counter() - t0) * 1000
-        self.step_log.append(StepRecord("prefill", len(prompt_ids) - self._prefix_hit, len(prompt_ids), prefill_ms))
-        self._fork_impl(n)
+        log.append(StepRecord("prefill", len(prompt_ids) - self._prefix_hit, len(prompt_ids), prefill_ms))
+        if n > 1:
+            self._fork_impl(n)
         logits = [first] * n
         step_estimate_s = self._first_step_estimate_s(prefill_ms, len(prompt_ids) - self._prefix_hit)
         last_check = time.perf_counter()
+        reason = ""  # why the live samples end, once the loop stops with some left
         while True:
-            tokens, seqs = [], []
+            tokens: List[int] = []
             newly_done = False
-            for i in range(n):
-                if finish[i] is not None:
-                    continue
+            for i in list(live):
                 token, logprob = self._sample_next(logits[i], params, rngs[i])
                 if self._is_end_impl(token):
+                    live.remove(i)
                     close(i, "eos")
                     newly_done = True
                     continue
                 outs[i].append(token)
                 logprobs[i].append(logprob)
-                _, stopped = decoders[i].push(token)
+                piece, stopped = decoders[i].push(token)
+                if piece and on_token is not None:
+                    on_token(piece, token)
                 if stopped or len(outs[i]) >= max_new:
+                    live.remove(i)
                     close(i, "stop" if stopped else "length")
                     newly_done = True
                     continue
                 tokens.append(token)
-                seqs.append(i)
             if newly_done and should_stop is not None:
-                done = finished_before + [r for r in results if r is not None]
-                if should_stop(done):
-                    return close_all("dropped")
-            if not seqs:
+                if should_stop(list(finished_before) + [r for r in results if r is not None]):
+                    reason = "dropped"
+                    break
+            if not live:
                 break
             if cancel.cancelled:
-                return close_all("cancelled")
+                reason = "cancelled"
+                break
+            # do not start a step that the slowest recent iteration says would overrun
             now = time.perf_counter()
             step_estimate_s = max(now - last_check, 0.8 * step_estimate_s)
             last_check = now
             if deadline.remaining_s() < step_estimate_s + RETURN_MARGIN_S:
-                return close_all("deadline")
+                reason = "deadline"
+                break
+            context = len(prompt_ids) + len(outs[live[0]])
             t0 = time.perf_counter()
             try:
-                rows = self._decode_batch_impl(tokens, seqs, len(prompt_ids) + len(outs[seqs[0]]) - 1)
+                if n == 1:
+                    logits[0] = self._decode_impl(tokens[0], should_abort)
+                else:
+                    rows = self._decode_batch_impl(tokens, live, context - 1)
             except _Aborted:
-                return close_all("cancelled" if cancel.cancelled else "deadline")
+                reason = aborted()
+                break
             step_ms = (time.perf_counter() - t0) * 1000
-            self.step_log.append(StepRecord("decode", len(seqs), len(prompt_ids) + len(outs[seqs[0]]), step_ms))
-            for row, i in enumerate(seqs):
-                logits[i] = rows[row]
-                steps[i].append(step_ms)
-        return list(results)  # type: ignore[arg-type]
+            log.append(StepRecord("decode", len(live), context, step_ms))
+            if n == 1:
+                steps[0].append(step_ms)
+            else:
+                for row, i in enumerate(live):
+                    logits[i] = rows[row]
+                    steps[i].append(step_ms)
+        if n == 1 and steps[0]:  # batched steps are slower and would mislead the next single request
+            self._last_step_s = float(np.median(steps[0])) / 1000
+        return close_all(reason)
 
     def logits_for(self, ids: Sequence[int]) -> np.ndarray:
         """Next-token logits at every position of ``ids`` ([len(ids), vocab]); used by the
@@ -551,6 +512,11 @@ class Runner(ABC):
             yield
         finally:
             self._busy.release()
+
+    def _filler_ids(self, n: int) -> List[int]:
+        """``n`` token ids of realistic text, for timing measurements."""
+        base = self._tokenize_impl(FILLER_TEXT)
+        return (base * (n // len(base) + 1))[:n]
 
     def _measure_prefill_impl(self, n_tokens: int) -> float:
         raise EdgertError(f"{type(self).__name__} cannot measure prefill time")
@@ -600,91 +566,3 @@ class Runner(ABC):
     def _special_token_texts(self) -> tuple:
         return "", ""
 
-
-NUCLEUS_CANDIDATES = 1024  # top-p looks at the most likely tokens first; full sort only if they fall short
-
-
-def _sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator):
-    """Pick the next token; return it with its log-probability under the model.
-
-    This runs once per token over the whole vocabulary (262k entries for Gemma 3), so it
-    stays in float32 and avoids sorting the vocabulary."""
-    shifted = logits - logits.max()
-    log_norm = math.log(float(np.exp(shifted).sum(dtype=np.float64)))
-    if temperature == 0:
-        token = int(np.argmax(shifted))
-        return token, float(shifted[token]) - log_norm
-    probs = np.exp(shifted / temperature)
-    probs /= probs.sum(dtype=np.float64)
-    if top_p < 1.0:
-        k = min(NUCLEUS_CANDIDATES, probs.size)
-        while True:  # widen the candidate set (linear-time partitions) until it holds top_p of the mass
-            candidates = np.argpartition(probs, probs.size - k)[probs.size - k:]
-            if k == probs.size or probs[candidates].sum(dtype=np.float64) >= top_p:
-                break
-            k = min(8 * k, probs.size)
-        order = candidates[np.argsort(-probs[candidates], kind="stable")]
-        cumulative = np.cumsum(probs[order], dtype=np.float64)
-        keep = order[: int(np.searchsorted(cumulative, top_p)) + 1]
-        weights = np.cumsum(probs[keep], dtype=np.float64)
-    else:
-        keep = None
-        weights = np.cumsum(probs)  # float32 is precise enough to place one uniform draw
-    index = min(int(np.searchsorted(weights, rng.random() * weights[-1], side="right")), weights.size - 1)
-    token = int(keep[index]) if keep is not None else index
-    return token, float(shifted[token]) - log_norm
-
-
-class _StopDecoder:
-    """Turns token ids into text incrementally, holding back text that might start a stop string.
-
-    Bytes are decoded as UTF-8 only when complete, so multi-byte characters split across
-    tokens are emitted whole.
-    """
-
-    def __init__(self, stop: Sequence[str], detokenize: Callable[[Sequence[int]], bytes]):
-        self.stop = list(stop)
-        self.detokenize = detokenize
-        self.pending = b""
-        self.text = ""  # emitted so far
-        self.held = ""  # decoded but not yet emitted (may be a stop-string prefix)
-
-    def push(self, token: int):
-        self.pending += self.detokenize([token])
-        try:
-            new = self.pending.decode("utf-8")
-            self.pending = b""
-        except UnicodeDecodeError as exc:
-            if exc.start == 0 and len(self.pending) - exc.start < 4:
-                return "", False
-            new = self.pending.decode("utf-8", errors="replace")
-            self.pending = b""
-        candidate = self.held + new
-        for stop in self.stop:
-            index = candidate.find(stop)
-            if index >= 0:
-                piece = candidate[:index]
-                self.text += piece
-                self.held = ""
-                return piece, True
-        hold = 0
-        for stop in self.stop:
-            for n in range(min(len(stop) - 1, len(candidate)), 0, -1):
-                if candidate.endswith(stop[:n]):
-                    hold = max(hold, n)
-                    break
-        piece = candidate[: len(candidate) - hold]
-        self.held = candidate[len(candidate) - hold :]
-        self.text += piece
-        return piece, False
-
-    def flush(self) -> str:
-        tail = self.held + (self.pending.decode("utf-8", errors="replace") if self.pending else "")
-        self.held, self.pending = "", b""
-        self.text += tail
-        return tail
-
-
-
-def _with_seed(params: SamplingParams, seed: Optional[int]) -> SamplingParams:
-    return replace(params, seed=seed)

@@ -17,7 +17,8 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import EdgertError, GenerationError, ModelFileError, UsageError, unavailable
+from ..errors import BackendUnavailableError, EdgertError, GenerationError, ModelFileError, UsageError
+from ..formats.gguf import read_header
 from .base import Runner, _Aborted
 
 N_BATCH = 512
@@ -42,7 +43,9 @@ def _llama_cpp():
     try:
         import llama_cpp
     except ImportError:
-        raise unavailable("llama.cpp runner (llama-cpp-python)", "llama") from None
+        raise BackendUnavailableError(
+            "llama.cpp runner unavailable: expected the llama-cpp-python package (an edgert dependency), "
+            "found it missing; reinstall edgert") from None
     if _log_callback is None:
 
         def forward(level: int, text: bytes, _user_data) -> None:
@@ -81,8 +84,6 @@ class LlamaCppRunner(Runner):
 
     # ------------------------------------------------------------- lifecycle
     def _load_impl(self) -> None:
-        from ..formats.gguf import read_header
-
         header = read_header(self.model_path)  # refuse malformed files before llama.cpp parses them
         self._header_template = header.chat_template
         lib = _llama_cpp()
@@ -145,11 +146,7 @@ class LlamaCppRunner(Runner):
             capacity = -n
             buffer = (self._lib.llama_token * capacity)()
             n = self._lib.llama_tokenize(self._vocab, raw, len(raw), buffer, capacity, True, True)
-        ids = list(buffer[:n])
-        bos = self._lib.llama_vocab_bos(self._vocab)
-        if len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
-            ids = ids[1:]  # the template wrote BOS itself and llama.cpp added another
-        return ids
+        return self._strip_double_bos(list(buffer[:n]), self._lib.llama_vocab_bos(self._vocab))
 
     def _piece(self, token: int, special: bool) -> bytes:
         buf = self._piece_buf
@@ -285,10 +282,6 @@ class LlamaCppRunner(Runner):
         return np.stack(rows)
 
     # ------------------------------------------------------------ measurement
-    def _filler_ids(self, n: int) -> List[int]:
-        base = self._tokenize_impl(FILLER_TEXT)
-        return (base * (n // len(base) + 1))[:n]
-
     def _measure_prefill_impl(self, n_tokens: int) -> float:
         ids = self._filler_ids(n_tokens)
         self._filler_len = 0
@@ -325,14 +318,3 @@ class LlamaCppRunner(Runner):
             times.append((time.perf_counter() - start) * 1000)
         return times
 
-
-# public-domain text (Jules Verne, "Twenty Thousand Leagues Under the Sea", 1870, tr. 1872)
-# used as realistic token filler for timing measurements
-FILLER_TEXT = (
-    "The year 1866 was signalised by a remarkable incident, a mysterious and puzzling phenomenon, "
-    "which doubtless no one has yet forgotten. Not to mention rumours which agitated the maritime "
-    "population and excited the public mind, even in the interior of continents, seafaring men were "
-    "particularly excited. Merchants, common sailors, captains of vessels, skippers, both of Europe "
-    "and America, naval officers of all countries, and the Governments of several States on the two "
-    "continents, were deeply interested in the matter."
-)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Type
 
+from .. import formats
 from ..bundle import Bundle, Variant
 from ..errors import EdgertError
 from . import llama_cpp, onnxruntime, tensorrt  # noqa: F401  (each registers its runner)
@@ -23,7 +24,7 @@ def runner_for(fmt: str) -> Type[Runner]:
 
 def open_runner(bundle: Bundle, variant: Variant, *, n_ctx: int, n_threads: Optional[int]) -> Runner:
     """An unloaded runner for a bundle variant; the artifact's sha256 is checked first, and
-    format-specific manifest data (a TensorRT engine's compatibility key) is passed along."""
+    the options its format takes from the manifest (a TensorRT engine's compatibility key)
+    are passed along."""
     path = bundle.artifact(variant)
-    extra = {"engine_key": variant.extra.get("engine")} if variant.format == "tensorrt" else {}
-    return runner_for(variant.format)(path, n_ctx=n_ctx, n_threads=n_threads, **extra)
+    return runner_for(variant.format)(path, n_ctx=n_ctx, n_threads=n_threads, **formats.runner_options(variant))

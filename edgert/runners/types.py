@@ -103,8 +103,8 @@ class GenerationResult:
     token_ids: List[int] = field(default_factory=list)
     token_logprobs: List[float] = field(default_factory=list)
     cached_tokens: int = 0  # prompt tokens found in the cache and not evaluated again
-    #: the timing records of the engine call that produced this result (results of one batched
-    #: call share one list): what the online latency model learns from
+    #: the engine evaluations of the call that produced this result, for the latency model
+    #: (the results of one generate_many call share one list)
     steps: List[StepRecord] = field(default_factory=list)
 
     @property

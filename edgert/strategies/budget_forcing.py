@@ -82,5 +82,5 @@ def _kept_thinking(runner: Runner, result: GenerationResult) -> List[int]:
 
 
 def _observed_reserve_s(runner: Runner, config: Config) -> float:
-    step = runner._step_estimate_s or 0.05
+    step = runner.step_estimate_s() or 0.05
     return step * (config.answer_tokens + FORCED_CLOSE_TOKENS) * 1.2

@@ -1,8 +1,6 @@
-"""The GPU-free parts of the TensorRT converter and runner, with fakes of tensorrt and NVML."""
+"""The GPU-free parts of the TensorRT converter and the engine compatibility key, with fakes of tensorrt and NVML."""
 
 import enum
-import importlib.util
-import sys
 import types
 from pathlib import Path
 from unittest import mock
@@ -15,7 +13,8 @@ from edgert.converters.base import ConvertOptions
 from edgert.converters.source import Source
 from edgert.errors import ConversionError
 from edgert.errors import BackendUnavailableError, EdgertError
-from edgert.runners import tensorrt as rt
+from edgert.devices.jetson import jetpack_for_l4t, read_l4t_release
+from edgert.formats.tensorrt import EngineMismatchError, check_engine_compatible, compatibility_key, parse_version
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sysfs"
 
@@ -211,7 +210,7 @@ class _FakeCuda:
 def test_key_on_a_jetson_tree_without_nvml_uses_the_cuda_runtime():
     nvml = fake_nvml()
     nvml.nvmlInit.side_effect = _NvmlSpec.NVMLError("driver not loaded")
-    key = rt.compatibility_key(tensorrt_version="10.3.0.30", root=FIXTURES / "jetson-orin-nano",
+    key = compatibility_key(tensorrt_version="10.3.0.30", root=FIXTURES / "jetson-orin-nano",
                                nvml=nvml, cuda=_FakeCuda(8, 7), machine="aarch64")
     assert key == {"tensorrt": "10.3.0.30", "compute_capability": "8.7", "gpu_name": "Orin", "l4t": "36.4.3",
                    "jetpack": "6.2", "platform": "linux-aarch64", "hardware_compatibility": "none",
@@ -220,16 +219,16 @@ def test_key_on_a_jetson_tree_without_nvml_uses_the_cuda_runtime():
 
 def test_key_on_a_desktop_gpu_from_nvml(tmp_path):
     nvml = fake_nvml()
-    key = rt.compatibility_key(tensorrt_version="10.12.0.36", root=tmp_path, nvml=nvml, machine="x86_64")
+    key = compatibility_key(tensorrt_version="10.12.0.36", root=tmp_path, nvml=nvml, machine="x86_64")
     nvml.nvmlDeviceGetCudaComputeCapability.assert_called_once_with("gpu0")
     assert (key["compute_capability"], key["gpu_name"], key["l4t"], key["jetpack"]) == ("8.9", "NVIDIA GeForce RTX 4090", None, None)
 
 
 def test_key_of_an_old_jetson_release_and_unknown_releases(tmp_path):
-    assert rt.read_l4t_release(FIXTURES / "jetson-nano-r32") == "32.7.1"
-    assert rt.jetpack_for_l4t("32.7.1") == "4.6.1"
-    assert rt.jetpack_for_l4t("35.4.1") == "5.1.2"
-    assert rt.jetpack_for_l4t("36.9.9") is None
+    assert read_l4t_release(FIXTURES / "jetson-nano-r32") == "32.7.1"
+    assert jetpack_for_l4t("32.7.1") == "4.6.1"
+    assert jetpack_for_l4t("35.4.1") == "5.1.2"
+    assert jetpack_for_l4t("36.9.9") is None
 
 
 # --------------------------------------------------------------- mismatch checks
@@ -241,8 +240,8 @@ RTX_4090 = {"tensorrt": "10.3.0", "compute_capability": "8.9", "l4t": None, "jet
 
 
 def test_mismatched_tensorrt_version_names_both_sides():
-    with pytest.raises(rt.EngineMismatchError) as caught:
-        rt.check_engine_compatible(ORIN_JP61, ORIN_JP512)
+    with pytest.raises(EngineMismatchError) as caught:
+        check_engine_compatible(ORIN_JP61, ORIN_JP512)
     message = str(caught.value)
     assert message.startswith(
         "engine built with TensorRT 10.3.0 for compute capability 8.7 (JetPack 6.1); "
@@ -252,27 +251,27 @@ def test_mismatched_tensorrt_version_names_both_sides():
 
 
 def test_mismatched_gpu_and_platform():
-    with pytest.raises(rt.EngineMismatchError, match=r"compute capability 8.7 \(JetPack 6.1\) on linux-aarch64; "
+    with pytest.raises(EngineMismatchError, match=r"compute capability 8.7 \(JetPack 6.1\) on linux-aarch64; "
                        r"this device has TensorRT 10.3.0 and compute capability 8.9 \(not a Jetson\) on linux-x86_64 "
                        r"\(compute capability, Jetson, platform differ\)"):
-        rt.check_engine_compatible(ORIN_JP61, RTX_4090)
+        check_engine_compatible(ORIN_JP61, RTX_4090)
 
 
 def test_compatible_engines_pass():
-    rt.check_engine_compatible(ORIN_JP61, dict(ORIN_JP61, tensorrt="10.3.0.30"))  # build number not recorded
-    rt.check_engine_compatible(dict(RTX_4090, hardware_compatibility="ampere_plus"),
+    check_engine_compatible(ORIN_JP61, dict(ORIN_JP61, tensorrt="10.3.0.30"))  # build number not recorded
+    check_engine_compatible(dict(RTX_4090, hardware_compatibility="ampere_plus"),
                                dict(RTX_4090, compute_capability="8.6"))
-    rt.check_engine_compatible(dict(RTX_4090, tensorrt="10.3.0", version_compatible=True),
+    check_engine_compatible(dict(RTX_4090, tensorrt="10.3.0", version_compatible=True),
                                dict(RTX_4090, tensorrt="10.8.0"))
 
 
 def test_exact_build_numbers_and_missing_keys():
-    with pytest.raises(rt.EngineMismatchError, match="TensorRT version differs"):
-        rt.check_engine_compatible(dict(RTX_4090, tensorrt="10.3.0.26"), dict(RTX_4090, tensorrt="10.3.0.30"))
-    with pytest.raises(rt.EngineMismatchError, match="no recorded compatibility key"):
-        rt.check_engine_compatible(None, RTX_4090)
-    with pytest.raises(rt.EngineMismatchError, match="no GPU differs"):
-        rt.check_engine_compatible(RTX_4090, dict(RTX_4090, compute_capability=None))
+    with pytest.raises(EngineMismatchError, match="TensorRT version differs"):
+        check_engine_compatible(dict(RTX_4090, tensorrt="10.3.0.26"), dict(RTX_4090, tensorrt="10.3.0.30"))
+    with pytest.raises(EngineMismatchError, match="no recorded compatibility key"):
+        check_engine_compatible(None, RTX_4090)
+    with pytest.raises(EngineMismatchError, match="no GPU differs"):
+        check_engine_compatible(RTX_4090, dict(RTX_4090, compute_capability=None))
 
 
 # ------------------------------------------------------- without GPU / TensorRT
@@ -311,7 +310,7 @@ def test_convert_without_tensorrt_fails_at_once_and_writes_nothing(onnx_source, 
 # ------------------------------------------------ builder code against a fake tensorrt
 def fake_tensorrt(version: str):
     """A tensorrt module with the real names; enums and members differ per version like the real ones."""
-    major_minor = rt.parse_version(version)[:2]
+    major_minor = parse_version(version)[:2]
     if major_minor >= (11, 0):
         network_flags = {"STRONGLY_TYPED": 0}  # EXPLICIT_BATCH gone in 11
         builder_flags = {"VERSION_COMPATIBLE": 0}  # FP16 / INT8 removed in 11
@@ -454,43 +453,3 @@ def test_convert_refuses_int8_before_building_anything(onnx_source, tmp_path, mo
     with pytest.raises(ConversionError, match="int8 needs an ONNX model with QuantizeLinear"):
         tc.TensorRTConverter().convert(onnx_source, ConvertOptions(["fp16", "int8"], tmp_path))
     builder.build_serialized_network.assert_not_called()
-
-
-# ------------------------------------------------------------------------- runner
-def test_runner_refuses_a_mismatched_engine_before_touching_tensorrt(tmp_path, monkeypatch):
-    engine = tmp_path / "model.engine"
-    engine.write_bytes(b"not read")
-
-    def touched():
-        raise AssertionError("TensorRT was imported")
-
-    monkeypatch.setattr(rt, "_import_tensorrt", touched)
-    monkeypatch.setattr(rt._CudaRuntime, "load", classmethod(lambda cls: touched()))
-    runner = rt.TensorRTRunner(engine, engine_key=ORIN_JP61, device_key=ORIN_JP512, n_ctx=256)
-    with pytest.raises(rt.EngineMismatchError, match="engine built with TensorRT 10.3.0 .* this device has TensorRT 8.5.2"):
-        runner.load()
-    assert not runner.loaded
-    with pytest.raises(rt.EngineMismatchError, match="no recorded compatibility key"):
-        rt.TensorRTRunner(engine, device_key=ORIN_JP61).load()
-
-
-def test_runner_is_registered_and_modules_import_without_tensorrt():
-    assert importlib.util.find_spec("tensorrt") is None or pytest.skip("tensorrt is installed here")
-    assert "tensorrt" not in sys.modules
-    assert rt.Runner.registry["tensorrt"] is rt.TensorRTRunner
-    assert tc.Converter.registry["tensorrt"] is tc.TensorRTConverter
-
-
-def test_tokenizer_bytes_for_byte_level_and_sentencepiece_vocabularies(tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
-    from tokenizers import decoders, models, pre_tokenizers
-
-    tok = tokenizers.Tokenizer(models.BPE(vocab={"H": 0, "i": 1, "Ġ": 2, "Ã": 3, "©": 4, "<|end|>": 5}, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(["<|end|>"])
-    tok.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "tokenizer_config.json").write_text('{"eos_token": "<|end|>", "chat_template": "{{ messages }}"}')
-    hf = rt.HfTokenizer(tmp_path)
-    assert b"".join(hf.token_bytes(t) for t in (0, 1, 2, 3, 4)) == "Hi é".encode()
-    assert hf.token_bytes(5) == b"" and hf.end_ids == {5} and hf.chat_template == "{{ messages }}"

@@ -7,7 +7,8 @@ import pytest
 
 from device_fakes import replying
 from edgert.errors import DeviceError
-from edgert.power import JetsonPowerModes, NvidiaPowerLimit, parse_nvpmodel_conf
+from edgert.devices.jetson import JetsonPowerModes, parse_nvpmodel_conf
+from edgert.devices.nvidia import NvidiaPowerLimit
 
 # the layout of /etc/nvpmodel.conf on an AGX Orin (L4T r35/r36): PARAM blocks, then one
 # POWER_MODEL block per mode; MAXN has no watt rating

@@ -4,7 +4,7 @@ import pytest
 
 from edgert.errors import ProfileError
 from edgert.formats.gguf import read_header
-from edgert.profiler.costs import costs_from_header
+from edgert.formats.gguf_costs import costs_from_header
 from edgert.profiler.measure import choose_device
 from edgert.profiler.profile import DeviceProfile, VariantProfile
 from edgert.profiler.roofline import DecodeFit, PrefillFit
@@ -30,7 +30,7 @@ def test_untied_embedding_is_a_lookup_not_a_matmul(tmp_path):
 
 
 def make_profile() -> DeviceProfile:
-    from edgert.profiler.costs import ModelCosts
+    from edgert.formats import ModelCosts
 
     costs = ModelCosts(100_000_000, 60_000_000, 20_000, 60_000, 24)
     variant = VariantProfile("m-q4", "0" * 64, "Q4_0", costs, 2, PrefillFit(0.4, 0.8, 0.2, 10.0),

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from edgert.profiler.costs import ModelCosts
+from edgert.formats import ModelCosts
 from edgert.profiler.roofline import (DEFAULT_UBATCH, DecodeFit, PrefillFit, error_stats, fit_decode, fit_prefill,
                                      nelder_mead, prefill_chunks, repeat_spread_pct)
 

@@ -145,7 +145,7 @@ class FakeTensorRT:
 def fake_trt(monkeypatch):
     trt = FakeTensorRT()
     monkeypatch.setattr(tensorrt, "_import_tensorrt", lambda: trt)
-    monkeypatch.setattr(tensorrt._CudaRuntime, "load", classmethod(lambda cls: object()))
+    monkeypatch.setattr(tensorrt.CudaRuntime, "load", classmethod(lambda cls: object()))
     monkeypatch.setattr(tensorrt, "HfTokenizer", lambda folder: object())
     monkeypatch.setattr(tensorrt, "compatibility_key", lambda **kw: dict(ENGINE_KEY))
     return trt

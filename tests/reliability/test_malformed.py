@@ -140,7 +140,7 @@ def external_model(folder, n_tensors=3):
 
 def test_valid_external_data_passes_and_onnx_runtime_loads_it(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from edgert.runners.onnxruntime import check_external_data
+    from edgert.formats.onnx import check_external_data
 
     import onnx
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
@@ -158,7 +158,7 @@ def test_external_data_in_a_subgraph_is_checked(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
     from onnx.external_data_helper import set_external_data
 
-    from edgert.runners.onnxruntime import check_external_data
+    from edgert.formats.onnx import check_external_data
 
     weight = numpy_helper.from_array(np.ones((4,), np.float32), "w")
     set_external_data(weight, "/etc/passwd")

@@ -12,7 +12,8 @@ import pytest
 
 from edgert.errors import EdgertError, InsufficientMemoryError
 from edgert.formats.gguf import read_header
-from edgert.memory import MB, MemoryEstimate, available_memory_bytes, cgroup_memory, check_fits, estimate_memory
+from edgert.formats import MB, MemoryEstimate
+from edgert.memory import available_memory_bytes, cgroup_memory, check_fits, estimate_memory
 from gguf_factory import ARR, STR, U32, kv, write_gguf
 
 # Loads the model in a fresh process: RSS before loading (llama.cpp imported and initialised),

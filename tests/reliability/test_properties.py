@@ -195,7 +195,7 @@ def test_onnx_external_data_check_on_mutated_models(scratch, data):
     pytest.importorskip("onnx")
     from test_malformed import external_model
 
-    from edgert.runners.onnxruntime import check_external_data
+    from edgert.formats.onnx import check_external_data
 
     folder = scratch / "onnx"
     if not (folder / "seed.onnx").exists():

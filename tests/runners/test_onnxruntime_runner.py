@@ -84,7 +84,7 @@ def test_streaming_pieces_add_up_and_telemetry(runner):
 def test_detokenized_bytes_match_the_tokenizer_including_multibyte(runner):
     text = "Café ☕ naïve 日本語 — ok"
     ids = runner.tokenize(text)[1:]
-    assert runner._detokenize_impl(ids).decode("utf-8") == runner._tokenizer.decode(ids)
+    assert runner._detokenize_impl(ids).decode("utf-8") == runner._tok.tokenizer.decode(ids)
     split = [runner._detokenize_impl([t]) for t in ids]
     assert any(not _decodes(piece) for piece in split)  # some character spans tokens
 

@@ -157,15 +157,15 @@ def test_state_errors(smollm2_path):
 
 
 def test_sampler_follows_the_softmax_and_truncates_to_the_nucleus():
-    from edgert.runners.base import _sample
+    from edgert.runners.sampling import sample
 
     rng = np.random.default_rng(0)
     logits = np.array([2.0, 1.0, 0.0, -1.0], dtype=np.float32)
     probs = np.exp(logits) / np.exp(logits).sum()
-    draws = np.bincount([_sample(logits, 1.0, 1.0, rng)[0] for _ in range(20000)], minlength=4) / 20000
+    draws = np.bincount([sample(logits, 1.0, 1.0, rng)[0] for _ in range(20000)], minlength=4) / 20000
     assert np.allclose(draws, probs, atol=0.015)
-    nucleus = np.bincount([_sample(logits, 1.0, 0.7, rng)[0] for _ in range(20000)], minlength=4) / 20000
+    nucleus = np.bincount([sample(logits, 1.0, 0.7, rng)[0] for _ in range(20000)], minlength=4) / 20000
     assert nucleus[2] == nucleus[3] == 0
     assert np.allclose(nucleus[:2], probs[:2] / probs[:2].sum(), atol=0.015)
-    token, logprob = _sample(logits, 0.0, 1.0, rng)
+    token, logprob = sample(logits, 0.0, 1.0, rng)
     assert token == 0 and logprob == pytest.approx(float(np.log(probs[0])), abs=1e-5)

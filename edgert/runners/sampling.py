@@ -1,0 +1,97 @@
+"""Choosing the next token from logits, and turning chosen tokens into streamed text.
+
+``sample`` draws one token (greedy at temperature 0, else temperature and nucleus); it runs
+once per token over the whole vocabulary, so it stays in float32 and avoids full sorts.
+``StopDecoder`` decodes token bytes incrementally and holds back text that may begin a
+stop string, so a stop string never reaches the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+NUCLEUS_CANDIDATES = 1024  # top-p looks at the most likely tokens first; full sort only if they fall short
+
+
+def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator):
+    """Pick the next token; return it with its log-probability under the model.
+
+    This runs once per token over the whole vocabulary (262k entries for Gemma 3), so it
+    stays in float32 and avoids sorting the vocabulary."""
+    shifted = logits - logits.max()
+    log_norm = math.log(float(np.exp(shifted).sum(dtype=np.float64)))
+    if temperature == 0:
+        token = int(np.argmax(shifted))
+        return token, float(shifted[token]) - log_norm
+    probs = np.exp(shifted / temperature)
+    probs /= probs.sum(dtype=np.float64)
+    if top_p < 1.0:
+        k = min(NUCLEUS_CANDIDATES, probs.size)
+        while True:  # widen the candidate set (linear-time partitions) until it holds top_p of the mass
+            candidates = np.argpartition(probs, probs.size - k)[probs.size - k:]
+            if k == probs.size or probs[candidates].sum(dtype=np.float64) >= top_p:
+                break
+            k = min(8 * k, probs.size)
+        order = candidates[np.argsort(-probs[candidates], kind="stable")]
+        cumulative = np.cumsum(probs[order], dtype=np.float64)
+        keep = order[: int(np.searchsorted(cumulative, top_p)) + 1]
+        weights = np.cumsum(probs[keep], dtype=np.float64)
+    else:
+        keep = None
+        weights = np.cumsum(probs)  # float32 is precise enough to place one uniform draw
+    index = min(int(np.searchsorted(weights, rng.random() * weights[-1], side="right")), weights.size - 1)
+    token = int(keep[index]) if keep is not None else index
+    return token, float(shifted[token]) - log_norm
+
+
+class StopDecoder:
+    """Turns token ids into text incrementally, holding back text that might start a stop string.
+
+    Bytes are decoded as UTF-8 only when complete, so multi-byte characters split across
+    tokens are emitted whole.
+    """
+
+    def __init__(self, stop: Sequence[str], detokenize: Callable[[Sequence[int]], bytes]):
+        self.stop = list(stop)
+        self.detokenize = detokenize
+        self.pending = b""
+        self.text = ""  # emitted so far
+        self.held = ""  # decoded but not yet emitted (may be a stop-string prefix)
+
+    def push(self, token: int):
+        self.pending += self.detokenize([token])
+        try:
+            new = self.pending.decode("utf-8")
+            self.pending = b""
+        except UnicodeDecodeError as exc:
+            if exc.start == 0 and len(self.pending) - exc.start < 4:
+                return "", False
+            new = self.pending.decode("utf-8", errors="replace")
+            self.pending = b""
+        candidate = self.held + new
+        for stop in self.stop:
+            index = candidate.find(stop)
+            if index >= 0:
+                piece = candidate[:index]
+                self.text += piece
+                self.held = ""
+                return piece, True
+        hold = 0
+        for stop in self.stop:
+            for n in range(min(len(stop) - 1, len(candidate)), 0, -1):
+                if candidate.endswith(stop[:n]):
+                    hold = max(hold, n)
+                    break
+        piece = candidate[: len(candidate) - hold]
+        self.held = candidate[len(candidate) - hold :]
+        self.text += piece
+        return piece, False
+
+    def flush(self) -> str:
+        tail = self.held + (self.pending.decode("utf-8", errors="replace") if self.pending else "")
+        self.held, self.pending = "", b""
+        self.text += tail
+        return tail
