@@ -115,7 +115,8 @@ class Request:
             extra = [name for name in ("power_w", "energy_j", "n", "think_tokens", "answer_type", "task_set",
                                        "pattern") if getattr(self, name) is not None]
             if extra:
-                raise UsageError(f"{', '.join(map(say, extra))} need {say('strategy')}", field=extra[0])
+                raise UsageError(f"{', '.join(map(say, extra))} need {say('strategy')} (auto or a strategy name: "
+                                 f"{', '.join(choices)})", field=extra[0])
         elif self.strategy != AUTO and self.energy_j is not None:
             # a power limit with a named strategy still moves the device's power knob; an
             # energy limit only the planner can honour

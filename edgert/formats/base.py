@@ -101,3 +101,15 @@ class ModelFormat:
 def no_runner_options(variant: Any) -> Dict[str, Any]:
     """Formats whose runner needs nothing beyond the artifact path."""
     return {}
+
+
+def as_int(value: Any, default: int = 0) -> int:
+    """A header or config value as an int: integers and integral floats; anything else
+    (a bool, a string, a fraction, a missing key) is ``default``."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return default

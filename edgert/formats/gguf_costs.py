@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-from .base import MB, MemoryEstimate, ModelCosts
+from .base import MB, MemoryEstimate, ModelCosts, as_int
 from .gguf import GGUFHeader, read_header
 
 KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV cache type is F16
@@ -84,40 +84,30 @@ def costs(path: Path) -> ModelCosts:
     return costs_from_header(read_header(path))
 
 
-def _int(value, default: int = 0) -> int:
-    if isinstance(value, bool):
-        return default
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return default
-
-
 def _per_layer(value, n_layer: int, default: int) -> Sequence[int]:
     """A hyperparameter that GGUF stores as one number or as one number per layer."""
     if isinstance(value, (list, tuple)) and len(value) == n_layer:
-        return [_int(v, default) for v in value]
-    return [_int(value, default)] * n_layer
+        return [as_int(v, default) for v in value]
+    return [as_int(value, default)] * n_layer
 
 
 def memory_from_header(header: GGUFHeader, n_ctx: int, n_seq: int = 1, *, kv_type_bytes: float = 2,
                        n_ubatch: int = N_UBATCH, swa_full: bool = True) -> MemoryEstimate:
     """``memory`` from a header already read."""
     weights = sum(t.n_bytes for t in header.tensors)
-    n_layer = _int(header.arch_key("block_count"))
-    n_embd = _int(header.arch_key("embedding_length"))
+    n_layer = as_int(header.arch_key("block_count"))
+    n_embd = as_int(header.arch_key("embedding_length"))
     n_ff = max(_per_layer(header.arch_key("feed_forward_length"), max(n_layer, 1), 0) or [0])
     n_head = max(_per_layer(header.arch_key("attention.head_count"), max(n_layer, 1), 0) or [0])
     heads_kv = _per_layer(header.arch_key("attention.head_count_kv"), n_layer, n_head)
     head_dim = n_embd // n_head if n_head else 0
-    k_len = _int(header.arch_key("attention.key_length"), head_dim)
-    v_len = _int(header.arch_key("attention.value_length"), head_dim)
-    n_vocab = _int(header.arch_key("vocab_size")) or header.array_lengths.get("tokenizer.ggml.tokens", 0)
+    k_len = as_int(header.arch_key("attention.key_length"), head_dim)
+    v_len = as_int(header.arch_key("attention.value_length"), head_dim)
+    n_vocab = as_int(header.arch_key("vocab_size")) or header.array_lengths.get("tokenizer.ggml.tokens", 0)
     cells = n_ctx * max(n_seq, 1)
     n_ubatch = min(n_ubatch, cells)
 
-    window = _int(header.arch_key("attention.sliding_window"))
+    window = as_int(header.arch_key("attention.sliding_window"))
     pattern = SWA_PATTERNS.get(header.architecture, 0)
     kv = 0.0
     for layer, n_kv_head in enumerate(heads_kv):

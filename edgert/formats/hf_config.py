@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..errors import ModelFileError
-from .base import MB, MemoryEstimate, ModelCosts
+from .base import MB, MemoryEstimate, ModelCosts, as_int
 
 CONFIG_FILE = "config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -32,16 +32,6 @@ FILE_SIZE_MODELS = {
     "onnx": (0.5, 64 * MB),  # ONNX Runtime: optimized-graph copies and arena; runtime libraries
     "tensorrt": (0.25, 256 * MB),  # host copy of the engine plus the CUDA context
 }
-
-
-def _int(value: Any, default: int = 0) -> int:
-    if isinstance(value, bool):
-        return default
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return default
 
 
 def _directory(path: Path) -> Path:
@@ -65,13 +55,13 @@ def read_config(path: Path, required: bool = False) -> Dict[str, Any]:
 
 
 def _shape(config: Dict[str, Any]) -> Dict[str, int]:
-    n_head = _int(config.get("num_attention_heads"))
-    hidden = _int(config.get("hidden_size"))
+    n_head = as_int(config.get("num_attention_heads"))
+    hidden = as_int(config.get("hidden_size"))
     return dict(
-        n_layer=_int(config.get("num_hidden_layers")), n_head=n_head, hidden=hidden,
-        n_head_kv=_int(config.get("num_key_value_heads"), n_head),
-        head_dim=_int(config.get("head_dim")) or (hidden // n_head if n_head else 0),
-        n_ff=_int(config.get("intermediate_size")) or 4 * hidden, n_vocab=_int(config.get("vocab_size")),
+        n_layer=as_int(config.get("num_hidden_layers")), n_head=n_head, hidden=hidden,
+        n_head_kv=as_int(config.get("num_key_value_heads"), n_head),
+        head_dim=as_int(config.get("head_dim")) or (hidden // n_head if n_head else 0),
+        n_ff=as_int(config.get("intermediate_size")) or 4 * hidden, n_vocab=as_int(config.get("vocab_size")),
     )
 
 

@@ -26,8 +26,14 @@ def chatter():
 def test_third_party_output_goes_to_the_log_file_under_xdg_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root_handlers = list(logging.getLogger().handlers)
-    with route_third_party(kind="convert") as route:
-        chatter()
+    transformers_logger = logging.getLogger("transformers")
+    level = transformers_logger.level  # an earlier conversion in this process may have quieted it to ERROR
+    transformers_logger.setLevel(logging.WARNING)
+    try:
+        with route_third_party(kind="convert") as route:
+            chatter()
+    finally:
+        transformers_logger.setLevel(level)
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
     assert route.path.parent == tmp_path / "cache" / "edgert" / "logs" == log_dir()

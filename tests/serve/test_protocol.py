@@ -66,7 +66,7 @@ def test_power_implies_auto_and_a_task_set_asks_the_last_user_message():
     ({"model": "smol", "messages": HI, "strategy": "magic"}, 400, "strategy"),
     ({"model": "smol", "messages": HI, "strategy": "auto"}, 400, "deadline_ms"),
     ({"model": "smol", "messages": HI, "power_w": 0, "deadline_ms": 100}, 400, "power_w"),
-    ({"model": "smol", "messages": HI, "power_w": 5, "strategy": "greedy"}, 400, "strategy"),
+    ({"model": "smol", "messages": HI, "energy_j": 5, "strategy": "greedy"}, 400, "energy_j"),
     ({"model": "smol", "messages": HI, "n": 3}, 400, "n"),
     ({"model": "smol", "messages": HI, "samples": 0, "strategy": "sc"}, 400, "samples"),
     ({"model": "smol", "messages": HI, "samples": 65, "strategy": "sc"}, 400, "samples"),
@@ -105,7 +105,7 @@ def test_check_messages_name_the_body_field_and_the_servers_remedy():
     assert caught.value.param == "deadline_ms"
     with pytest.raises(RequestError) as caught:
         parse({"model": "smol", "messages": HI, "samples": 3})
-    assert caught.value.param == "samples" and caught.value.message == "samples need strategy"
+    assert caught.value.param == "samples" and caught.value.message.startswith("samples need strategy (auto or a strategy name")
     with pytest.raises(RequestError) as caught:
         parse({"model": "smol", "messages": HI, "strategy": "auto", "deadline_ms": 100}, has_profile=False)
     assert caught.value.param == "strategy" and "--profile" in caught.value.message
