@@ -1,4 +1,9 @@
-"""The ``edgert`` command. It parses arguments, calls the public API and renders results."""
+"""The ``edgert`` command. It parses arguments, calls the public API and renders results.
+
+One file of click commands (pack, inspect, run, demo, convert, profile, calibrate, plan,
+serve) over 400 lines: each command is a thin parse-call-render of a library function, and
+they share option parsers; what they show lives in ``render.py``.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import click
-from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeRemainingColumn)
-from rich.table import Table
 from rich.text import Text
 
 from edgert import demo as demo_job
@@ -22,7 +23,7 @@ from edgert.calibrate import DEFAULT_GRID, QUICK_GRID, calibrate as run_calibrat
 from edgert.converters.pipeline import convert as run_convert
 from edgert.request import AUTO, Request
 from edgert.runtime import Runtime
-from edgert.strategies import Config, Strategy
+from edgert.strategies import Strategy
 from edgert.version import __version__
 from edgert.errors import EdgertError, UsageError
 from edgert.planner import Limits, plan as make_plan
@@ -34,9 +35,9 @@ from edgert.profiler.priors import list_priors as known_priors, load_prior
 from edgert.profiler.profile import DeviceProfile
 from edgert.tasks import load_tasks
 
-# pipes and CI logs get 120 columns instead of rich's default 80, so tables stay readable
-con = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
+from .render import (ProgressBars, accuracy_table, answers_table, con, err, gate_table, plan_table, profile_table,
+                     summary_line, variants_table)
+
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
 
@@ -87,48 +88,6 @@ def main() -> None:
     """
 
 
-class ProgressBars:
-    """The one progress display of long commands: a ``ProgressFn`` (``progress(label, done, total)``)
-    that draws bars on stderr.
-
-    A report continues the current bar while its total stays and ``done`` does not go back;
-    otherwise it starts a new bar (the next file, variant or stage). A bar shows the latest
-    label; ``unit`` "bytes" shows sizes, "steps" counts. The display appears at the first
-    report and ``clear()`` takes it off the screen, so other output can be printed between
-    steps (the next report brings it back).
-    """
-
-    def __init__(self, unit: str = "steps") -> None:
-        self.unit = unit
-        self._display: Optional[Progress] = None
-        self._bar: Optional[list] = None  # [task id, total, done]
-
-    def __call__(self, label: str, done: int, total: int) -> None:
-        if self._display is None:
-            amount = DownloadColumn() if self.unit == "bytes" else MofNCompleteColumn()
-            self._display = Progress(TextColumn("{task.description:<40}", markup=False), BarColumn(), amount,
-                                     TimeRemainingColumn(), console=err, transient=True)
-            self._display.start()
-            self._bar = None
-        if self._bar is None or total != self._bar[1] or done < self._bar[2]:
-            self._bar = [self._display.add_task(label, total=total), total, done]
-        self._bar[2] = done
-        self._display.update(self._bar[0], completed=done, total=total, description=label)
-
-    def clear(self, unit: Optional[str] = None) -> None:
-        """Take the bars off the screen; later bars count in ``unit`` if given."""
-        if self._display is not None:
-            self._display.stop()
-            self._display = None
-        self.unit = unit or self.unit
-
-    def __enter__(self) -> "ProgressBars":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.clear()
-
-
 #: where edgert plan draws its Pareto plot unless --plot says otherwise
 PLAN_PLOT = Path("edgert-plan.png")
 
@@ -160,30 +119,8 @@ def pack(model_files: List[Path], out: Path, names: List[str], model_name: Optio
     if as_json:
         click.echo(bundle.manifest.to_json(), nl=False)
     else:
-        con.print(_variants_table(bundle, verified=True))
+        con.print(variants_table(bundle, verified=True))
         con.print(f"bundle written: {bundle.root}")
-
-
-# ------------------------------------------------------------------------- inspect
-def _variants_table(bundle, verified: Optional[bool]) -> Table:
-    table = Table(title=f"{bundle.manifest.model_name}  ({bundle.root})", title_justify="left")
-    for column in ("variant", "format", "quant", "params", "context", "size", "arch", "chat\ntemplate", "sha256"):
-        # names fold onto a second line on a narrow screen; figures stay whole on one line
-        table.add_column(column, justify="right" if column in ("params", "context", "size") else "left",
-                         no_wrap=column not in ("variant", "arch"), overflow="fold")
-    for v in bundle.variants:
-        table.add_row(
-            v.name,
-            v.format,
-            v.quantization,
-            f"{v.parameter_count / 1e6:.1f} M" if v.parameter_count else "?",
-            str(v.context_length or "?"),
-            f"{v.size_bytes / 1e6:.1f} MB",
-            v.architecture or "?",
-            "yes" if v.chat_template else "no",
-            v.sha256[:12] + ("  ok" if verified else ""),
-        )
-    return table
 
 
 @main.command()
@@ -202,29 +139,7 @@ def inspect(bundle_dir: Path, as_json: bool, no_verify: bool) -> None:
         data["verified"] = not no_verify
         click.echo(json.dumps(data, indent=2))
     else:
-        con.print(_variants_table(bundle, verified=not no_verify))
-
-
-# ----------------------------------------------------------------------------- run
-def _summary_line(result) -> str:
-    g = result.generation
-    if result.deadline_s is None:
-        deadline = "no deadline"
-    else:
-        verdict = "met" if result.deadline_met else "missed"
-        deadline = f"deadline {result.deadline_s * 1000:.0f} ms: {verdict}" + (" (cut)" if result.deadline_cut else "")
-    head = f"[{result.variant}]"
-    if result.config:
-        head = f"[{Config.from_dict(result.config).label}]"
-        samples = f" · {len(result.samples)} sample{'s' if len(result.samples) != 1 else ''}"
-        energy = "" if result.energy_j is None else f" · {result.energy_j:.2f} J ({result.energy_provenance})"
-        return (f"{head} {g.tokens_in} tokens in, {result.tokens_out} out{samples} · total {result.latency_ms:.0f} ms"
-                f"{energy} · finish {result.finish_reason} · {deadline}")
-    return (
-        f"{head} {g.tokens_in} tokens in, {g.tokens_out} out · prefill {g.prefill_ms:.0f} ms · "
-        f"decode {g.decode_tokens_per_s:.1f} tok/s · total {result.latency_ms:.0f} ms · "
-        f"finish {result.finish_reason} · {deadline}"
-    )
+        con.print(variants_table(bundle, verified=not no_verify))
 
 
 def _run_one(runtime, request: Request, as_json: bool):
@@ -245,7 +160,7 @@ def _run_one(runtime, request: Request, as_json: bool):
     sys.stdout.flush()
     if result.plan and not result.plan["feasible"]:
         err.print(Text(f"warning: {result.plan['reason']}", style="yellow"))
-    err.print(Text(_summary_line(result), style="dim"))
+    err.print(Text(summary_line(result), style="dim"))
     return result
 
 
@@ -323,22 +238,6 @@ def _parse_durations(text: str, option: str = "--deadlines") -> List[float]:
     return durations
 
 
-def _answers_table(answers) -> Table:
-    table = Table(title="answers under deadlines", title_justify="left")
-    for column in ("Q", "limits", "planner's choice", "fits", "answer", "gold", "latency", "met", "J"):
-        # the configuration wraps between words; everything else stays whole on one line
-        choice = column == "planner's choice"
-        table.add_column(column, justify="right" if column in ("latency", "J") else "left", no_wrap=not choice,
-                         overflow="fold", min_width=len(column) if choice else None)
-    for a in answers:
-        r = a.result
-        table.add_row(f"Q{a.number}", f"{a.deadline_s:g} s" + (f", {a.power_w:g} W" if a.power_w else ""),
-                      a.config.label, "yes" if a.feasible else "no*", str(r.answer), a.task.answer,
-                      f"{r.latency_ms:.0f} ms", "yes" if r.deadline_met else "NO",
-                      f"{r.energy_j:.1f}" if r.energy_j is not None else "?")
-    return table
-
-
 def _show_demo_event(event, bars: ProgressBars) -> None:
     """Renders what the demo reports, between steps (the progress bars are cleared first)."""
     bars.clear(unit="bytes" if isinstance(event, demo_job.Packing) else "steps")
@@ -346,7 +245,7 @@ def _show_demo_event(event, bars: ProgressBars) -> None:
     if isinstance(event, demo_job.Packing):
         err.print(f"{step} packing {', '.join(m.description for m in event.models)} into {event.bundle_dir}")
     elif isinstance(event, demo_job.BundleReady):
-        con.print(_variants_table(event.bundle, verified=False))
+        con.print(variants_table(event.bundle, verified=False))
     elif isinstance(event, demo_job.Profiling) and event.cached:
         err.print(Text(f"{step} using the cached profile {event.path} (--reprofile to measure again)", style="dim"))
     elif isinstance(event, demo_job.Profiling):
@@ -357,7 +256,7 @@ def _show_demo_event(event, bars: ProgressBars) -> None:
         err.print(f"{step} calibrating accuracy on the {event.task_set} task set (quick grid, {event.tasks} tasks; "
                   "resumes if interrupted)")
     elif isinstance(event, demo_job.Calibrated):
-        con.print(_accuracy_table(event.rows, f"{event.task_set}: accuracy per configuration "
+        con.print(accuracy_table(event.rows, f"{event.task_set}: accuracy per configuration "
                                               f"({event.tasks} tasks: wide intervals)"))
     elif isinstance(event, demo_job.Answering):
         err.print(f"{step} answering held-out questions; the planner chooses per request")
@@ -392,30 +291,13 @@ def demo(bundle_dir: Optional[Path], small_only: bool, deadlines: str, power: st
         result = demo_job.run_demo(bundle_dir, small_only=small_only, deadlines_s=deadlines_s, power_w=power_w,
                                    reprofile=reprofile, threads=threads, progress=bars,
                                    on_event=lambda event: _show_demo_event(event, bars))
-    con.print(_answers_table(result.answers))
+    con.print(answers_table(result.answers))
     if not all(a.feasible for a in result.answers):
         err.print(Text("no*: no configuration was predicted to fit; the fastest ran and answered by the deadline",
                        style="dim"))
     err.print(Text(f"energy: {'measured' if result.energy_measured else 'estimated from the TDP (no power sensor)'}; "
                    f"try: edgert plan {result.bundle.root} --device {result.profile_path} --deadline 1.5s --power 10W",
                    style="dim"))
-
-
-# ------------------------------------------------------------------------- convert
-def _gate_table(result) -> Table:
-    table = Table(title=f"added to {result.bundle.root}", title_justify="left")
-    for column in ("variant", "format", "quant", "size", "mean KLD", "top-1", "ppl change", "gate"):
-        table.add_column(column, justify="left" if column in ("variant", "format", "quant", "gate") else "right",
-                         no_wrap=column == "variant")
-    for v in result.added:
-        m = (v.quality_gate or {}).get("metrics", {})
-        lm = "mean_kld" in m
-        table.add_row(v.name, v.format, v.quantization, f"{v.size_bytes / 1e6:.1f} MB",
-                      f"{m['mean_kld']:.5f}" if lm else f"max|d| {m.get('max_abs_diff', float('nan')):.2g}",
-                      f"{m['top1_agreement']:.3f}" if lm else f"cos {m.get('min_cosine', float('nan')):.4f}",
-                      f"{m['ppl_change_pct']:+.2f}%" if lm else "",
-                      "passed" if (v.quality_gate or {}).get("passed") else "?")
-    return table
 
 
 def _parse_thresholds(values: List[str]) -> dict:
@@ -460,43 +342,14 @@ def convert(source: Path, target: str, quants: str, out: Path, trust_pickle: boo
         click.echo(json.dumps({"bundle": str(result.bundle.root), "added": [v.to_dict() for v in result.added],
                                "log": log}, indent=1))
     else:
-        con.print(_gate_table(result))
+        con.print(gate_table(result))
         if log:
             con.print(f"third-party log: {log}")
 
 
-# ------------------------------------------------------------------------- profile
-def _profile_table(profile) -> Table:
-    device = profile.device
-    origin = (f"ESTIMATED from datasheet prior {profile.prior}" if profile.kind == "prior"
-              else f"measured, power {profile.sensor.get('provenance')}")
-    table = Table(title=f"{device.get('name', 'device')}  ·  peak {profile.peak_flops / 1e9:.0f} GFLOP/s  ·  "
-                        f"bandwidth {profile.bandwidth_bytes_per_s / 1e9:.1f} GB/s  ·  {origin}",
-                  title_justify="left")
-    for column in ("variant", "prefill\ntok/s @512", "decode\ntok/s", "x8\ntok/s", "bound",
-                   "held-out MAPE\npre / dec", "within\n±10%", "J/token\ndecode"):
-        table.add_column(column, justify="left" if column in ("variant", "bound") else "right",
-                         no_wrap=column != "variant", overflow="fold")
-    for name, v in profile.variants.items():
-        step1 = profile.predict_decode_step_ms(name, 256, 1)
-        step8 = profile.predict_decode_step_ms(name, 256, 8)
-        pre, dec = v.fit_error.get("prefill_held_out", {}), v.fit_error.get("decode_held_out", {})
-        table.add_row(
-            name,
-            f"{512 / (profile.predict_prefill_ms(name, 512) / 1000):.0f}",
-            f"{1000 / step1:.1f}",
-            f"{8000 / step8:.1f}",
-            v.decode.bound(v.costs, profile.peak_flops, profile.bandwidth_bytes_per_s, 1),
-            f"{pre['mape_pct']:.1f}% / {dec['mape_pct']:.1f}%" if pre and dec else "n/a",
-            f"{dec['within_10pct']:.0%}" if dec else "n/a",
-            f"{v.energy.get('decode_j_per_token', float('nan')):.3f} ({v.energy.get('provenance', '?')})",
-        )
-    return table
-
-
 def _show_profile(profile) -> None:
     """The summary table, and the noise warning when repeats disagree."""
-    con.print(_profile_table(profile))
+    con.print(profile_table(profile))
     warning = profile.noise_warning()
     if warning:
         err.print(Text(warning, style="yellow"))
@@ -543,7 +396,7 @@ def profile(bundle_dir: Optional[Path], variants: List[str], quick: bool, out_pa
         if as_json:
             click.echo(json.dumps(result.to_dict(), indent=1))
             return
-        con.print(_profile_table(result))
+        con.print(profile_table(result))
         err.print(Text(f"profile written: {out_path} (from the datasheet prior {from_prior}: every figure is an estimate)", style="dim"))
         return
     # decided before measuring; without a bundle there is nothing to plot
@@ -578,18 +431,6 @@ def parse_quantity(text: Optional[str], option: str, unit: str) -> Optional[floa
     if value <= 0:
         raise UsageError(f"{option}: expected a positive number, found {text!r}")
     return value
-
-
-def _accuracy_table(rows, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("variant", "strategy", "N", "think", "answer", "accuracy", "95% CI", "tasks", "samples", "tokens"):
-        table.add_column(column, justify="left" if column in ("variant", "strategy") else "right",
-                         no_wrap=column != "variant", overflow="fold")
-    for r in sorted(rows, key=lambda r: (r["variant"], -r["accuracy"])):
-        table.add_row(r["variant"], r["strategy"], str(r["n"]), str(r["think_tokens"] or "-"), str(r["answer_tokens"]),
-                      f"{r['accuracy']:.1%}", f"{r['ci_low']:.0%}-{r['ci_high']:.0%}", str(r["total"]),
-                      f"{r['mean_samples']:.1f}", f"{r['mean_tokens']:.0f}")
-    return table
 
 
 def _parse_ints(text: Optional[str], option: str):
@@ -644,31 +485,11 @@ def calibrate(bundle_dir: Path, task_sources: List[str], variants: List[str], li
                                    seed=seed, threads=threads, progress=report)
         all_rows += rows
         if not as_json:
-            con.print(_accuracy_table(rows, f"{task_set.name}: accuracy per configuration"))
+            con.print(accuracy_table(rows, f"{task_set.name}: accuracy per configuration"))
     if as_json:
         click.echo(json.dumps(all_rows, indent=1))
     else:
         err.print(Text(f"accuracy table stored in {bundle.root / 'edgert.json'}", style="dim"))
-
-
-#: the longest configuration label the plan table keeps on one line (the rest of it needs ~60 columns)
-PLAN_LABEL_WIDTH = 56
-
-
-def _plan_table(result) -> Table:
-    table = Table(title="Pareto frontier (fastest first; latency at the target probability)", title_justify="left")
-    longest = max((len(c.config.label) for c in result.frontier), default=0)
-    for column in ("configuration", "accuracy", "latency p95", "power", "energy", "fits"):
-        # "fits" wraps between words, and so do labels too long to leave it room at 120 columns;
-        # figures stay whole on one line
-        wraps = column == "fits" or (column == "configuration" and longest > PLAN_LABEL_WIDTH)
-        table.add_column(column, justify="left" if column in ("configuration", "fits") else "right",
-                         no_wrap=not wraps, overflow="fold")
-    for c in result.frontier:
-        mark = "chosen" if c is result.choice else ("yes" if c.feasible else "; ".join(c.problems))
-        table.add_row(c.config.label, f"{c.accuracy:.1%}", f"{c.latency_bound_ms:.0f} ms", f"{c.power_w:.1f} W",
-                      f"{c.energy_j:.2f} J", mark)
-    return table
 
 
 @main.command()
@@ -719,7 +540,7 @@ def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[
         con.print(f"  {result.reason}")
     if profile.kind == "prior":
         err.print(Text(f"latency and power come from the datasheet prior {profile.prior}: estimates", style="yellow"))
-    con.print(_plan_table(result))
+    con.print(plan_table(result))
     err.print(Text(f"planned in {result.planning_ms:.2f} ms over {len(result.candidates)} configurations"
                    + (f"; Pareto plot: {plot}" if plot else ""), style="dim"))
 

@@ -128,7 +128,7 @@ def test_serve_refuses_bad_settings_in_one_line_before_loading(smollm2_bundle):
 
 # ------------------------------------------------------------------- progress display
 def test_progress_bars_continue_a_count_and_start_a_bar_per_step():
-    from edgert.cli.main import ProgressBars
+    from edgert.cli.render import ProgressBars
 
     with ProgressBars() as bars:
         bars("calibrating", 0, 4)
@@ -181,7 +181,7 @@ def _assert_whole(text, *cells):
 
 
 def test_profile_plan_and_accuracy_tables_are_not_cut_at_120_columns():
-    from edgert.cli.main import _accuracy_table, _plan_table, _profile_table
+    from edgert.cli.render import accuracy_table as _accuracy_table, plan_table as _plan_table, profile_table as _profile_table
     from edgert.planner import Limits, plan
 
     profile, rows = _profile_and_table()
@@ -197,7 +197,7 @@ def test_profile_plan_and_accuracy_tables_are_not_cut_at_120_columns():
 
 def test_variants_table_is_not_cut_at_120_columns(tmp_path):
     from edgert.bundle import Bundle
-    from edgert.cli.main import _variants_table
+    from edgert.cli.render import variants_table as _variants_table
 
     model = write_gguf(tmp_path / "tiny.gguf", metadata=default_metadata(name="Tiny"))
     assert invoke("pack", model, "--out", tmp_path / "b", "--name", "smollm2-135m-instruct-q4_1-long").exit_code == 0
