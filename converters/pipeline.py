@@ -24,7 +24,8 @@ import psutil
 
 from edgert.version import __version__
 from edgert.bundle import Bundle, BundleWriter, Variant
-from edgert.bundle.pack import describe_gguf, model_label, slug
+from edgert.bundle.pack import model_label, slug
+from edgert.formats.gguf_costs import describe_header
 from edgert.errors import BundleError, ConversionError, DiskFullError, EdgertError, QualityGateError, UsageError
 from edgert.fileio import crash_point, free_bytes, is_disk_full, sha256_file
 from edgert.formats.gguf import read_header
@@ -98,7 +99,7 @@ def _variant_for(artifact: Artifact, name: str, bundle_root: Path, source: Sourc
                   "converted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                   **{k: v for k, v in artifact.metadata.items() if k != "engine"}}
     if artifact.format == "gguf":
-        fields = describe_gguf(artifact.path, read_header(artifact.path))
+        fields = describe_header(read_header(artifact.path))
         fields["quantization"] = artifact.quantization
     else:
         tok_cfg = source.hf_dir / "tokenizer_config.json"

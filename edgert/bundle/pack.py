@@ -14,6 +14,7 @@ from ..version import __version__
 from ..errors import BundleError, UsageError
 from ..fileio import check_free_space, crash_point
 from ..formats.gguf import GGUFHeader, read_header
+from ..formats.gguf_costs import describe_header
 from ..progress import Progress
 from .bundle import Bundle
 from .manifest import FORMATS, Variant
@@ -23,19 +24,6 @@ from .writer import BundleWriter
 def slug(text: str) -> str:
     """Lowercase, dash-separated, safe as a variant name or file name."""
     return re.sub(r"[^a-z0-9._]+", "-", text.lower()).strip("-.")[:48] or "model"
-
-
-def describe_gguf(path: Path, header: GGUFHeader) -> dict:
-    """The manifest fields a GGUF file contributes about itself."""
-    return dict(
-        format="gguf",
-        quantization=header.quantization,
-        parameter_count=header.parameter_count,
-        context_length=header.context_length,
-        architecture=header.architecture,
-        chat_template=header.chat_template,
-        tokenizer=header.tokenizer_info(),
-    )
 
 
 def model_label(path: Path, header: GGUFHeader) -> str:
@@ -80,7 +68,7 @@ def pack(
         if path.suffix.lower() != FORMATS["gguf"]:
             raise UsageError(f"{path}: expected a .gguf model file, found {path.suffix or 'no suffix'}")
         header = read_header(path)
-        planned.append((path, describe_gguf(path, header), model_label(path, header)))
+        planned.append((path, describe_header(header), model_label(path, header)))
 
     out = Path(out)
     with BundleWriter(out, stage="pack") as writer:

@@ -38,7 +38,11 @@ SWA_PATTERNS = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5}
 
 def describe(path: Path) -> Dict[str, Any]:
     """The manifest fields a GGUF file contributes about itself."""
-    header = read_header(path)
+    return describe_header(read_header(path))
+
+
+def describe_header(header: GGUFHeader) -> Dict[str, Any]:
+    """``describe`` from a header already read (pack reads it once for several facts)."""
     return dict(format="gguf", quantization=header.quantization, parameter_count=header.parameter_count,
                 context_length=header.context_length, architecture=header.architecture,
                 chat_template=header.chat_template, tokenizer=header.tokenizer_info())
