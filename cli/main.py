@@ -33,7 +33,7 @@ from edgert.profiler.measure import profile_device
 from edgert.profiler.plot import PLOT_INSTALL, plot_available, require_matplotlib, roofline_png
 from edgert.profiler.priors import list_priors as known_priors, load_prior
 from edgert.profiler.profile import DeviceProfile
-from edgert.tasks import load_tasks
+from edgert.tasks import load_tasks, task_set_name
 
 from .render import (ProgressBars, accuracy_table, answers_table, con, err, gate_table, plan_table, profile_table,
                      summary_line, variants_table)
@@ -499,7 +499,7 @@ def calibrate(bundle_dir: Path, task_sources: List[str], variants: List[str], li
 @click.option("--deadline", required=True, help="Deadline, e.g. 1.5s or 800ms.")
 @click.option("--power", help="Power limit, e.g. 10W.")
 @click.option("--energy", help="Energy budget per request, e.g. 5J.")
-@click.option("--task-set", help="Plan with the accuracy of this task set (default: pooled over all).")
+@click.option("--task-set", help="Plan with the accuracy of this task set, by name or by its JSONL file (default: pooled over all).")
 @click.option("--prompt-tokens", default=64, show_default=True, type=click.IntRange(min=1), help="Prompt length to plan for.")
 @click.option("--target", default=0.95, show_default=True, type=click.FloatRange(0.5, 1, max_open=True),
               help="Required probability of finishing by the deadline.")
@@ -522,7 +522,8 @@ def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[
     if not bundle.manifest.accuracy_table:
         raise UsageError(f"{bundle.root} has no accuracy table: run edgert calibrate {bundle.root} first")
     plot = None if no_plot else _plot_path(plot_path, PLAN_PLOT)
-    result = make_plan(bundle.manifest.accuracy_table, profile, limits, task_set=task_set)
+    result = make_plan(bundle.manifest.accuracy_table, profile, limits,
+                       task_set=None if task_set is None else task_set_name(task_set))
     if plot is not None:
         pareto_png(result, plot)
     if as_json:

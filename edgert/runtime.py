@@ -39,7 +39,7 @@ from .runners.base import Runner
 from .runners.registry import open_runner
 from .runners.types import CancelToken, Deadline, TokenCallback
 from .strategies import FORCED_CLOSE_TOKENS, Config, StrategyOutcome, strategy as get_strategy
-from .tasks import Task, TaskSet, prepare_task
+from .tasks import Task, TaskSet, prepare_task, task_set_name
 
 #: assumed artifact read + verify + load speed when a variant has not been loaded yet (estimate)
 LOAD_BYTES_PER_S = 250e6
@@ -313,9 +313,7 @@ class Runtime:
     def _task_set_name(self, request: Request) -> Optional[str]:
         """The name calibration stored the request's task set under (a JSONL path's task set
         is named by its file, as ``edgert calibrate --tasks FILE`` names it)."""
-        if request.task_set is None:
-            return None
-        return self._task_set(request.task_set).name
+        return None if request.task_set is None else task_set_name(request.task_set)
 
     def _apply_power(self, power_w: Optional[float]):
         """Move the device's power knob for this request's limit; a knob that cannot act is

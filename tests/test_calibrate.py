@@ -169,6 +169,11 @@ def test_a_users_own_task_set_calibrates_and_plans_by_file_or_by_name(bundle_cop
         assert out.exit_code == 0, out.output
         result = json.loads(out.stdout)
         assert result["plan"]["feasible"] and result["plan"]["expected_accuracy"] is not None
+    for task_set in ("mine", str(task_file.parent / "mine.jsonl")):  # edgert plan takes either too
+        out = runner.invoke(main, ["plan", str(bundle_copy), "--device", str(profile_path), "--deadline", "5s",
+                                   "--task-set", task_set, "--json", "--no-plot"])
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.stdout)["feasible"]
     with Runtime(bundle_copy, profile=profile_path, n_threads=2) as rt:
         r = rt.generate(TASKS[1]["prompt"], strategy="auto", deadline_s=5, task_set="mine")
     assert r.config is not None and r.plan["feasible"]

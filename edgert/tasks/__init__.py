@@ -86,6 +86,15 @@ def builtin_task_sets() -> List[str]:
     return list(BUILTIN_TASK_SETS)
 
 
+def task_set_name(source: Union[str, os.PathLike]) -> str:
+    """The name a task set goes by: a JSONL file is named by its stem (``my.jsonl`` is ``my``,
+    as calibration stores its rows); a builtin or a bare name is itself."""
+    text = str(source)
+    if text in BUILTIN_TASK_SETS:
+        return text
+    return Path(text).stem if text.endswith(".jsonl") or os.sep in text or Path(text).is_file() else text
+
+
 def load_tasks(source: Union[str, os.PathLike]) -> TaskSet:
     """Load a builtin task set by name, or a JSONL file, validating every line."""
     if isinstance(source, str) and source in BUILTIN_TASK_SETS:
