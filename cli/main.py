@@ -21,6 +21,7 @@ from edgert import demo as demo_job
 from edgert.bundle import Bundle, pack as pack_files
 from edgert.calibrate import DEFAULT_GRID, QUICK_GRID, calibrate as run_calibration
 from edgert.converters.pipeline import convert as run_convert
+from edgert.converters.registry import targets as converter_targets
 from edgert.request import AUTO, Request
 from edgert.runtime import Runtime
 from edgert.strategies import Strategy
@@ -316,7 +317,7 @@ def _parse_thresholds(values: List[str]) -> dict:
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--to", "target", required=True, type=click.Choice(["gguf", "onnx", "tensorrt"]), help="Target format.")
+@click.option("--to", "target", required=True, type=click.Choice(converter_targets()), help="Target format.")
 @click.option("--quant", "quants", required=True, help="Comma-separated quantizations, e.g. F16,Q8_0,Q4_K_M (gguf) or fp16,int8-dynamic,int8-weight,int4,int8-static (onnx) or fp16,int8 (tensorrt).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory (created if missing).")
 @click.option("--trust-pickle", is_flag=True, help="Allow .bin/.pt checkpoints (loaded with weights_only=True).")

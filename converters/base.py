@@ -8,7 +8,6 @@ then hands the passing ones to the bundle writer.
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field, fields
 from importlib.metadata import PackageNotFoundError, version
@@ -140,15 +139,3 @@ class Converter:
                 f"expected one of {', '.join(self.supported_quantizations())}"
             )
         return [known[q.lower()] for q in quantizations]
-
-
-def converter_for(target: str) -> Converter:
-    # each converter module registers itself on import; a missing optional engine skips it
-    for module in ("gguf_convert", "onnx_convert", "tensorrt_convert"):
-        try:
-            importlib.import_module(f"{__package__}.{module}")
-        except ImportError:
-            pass
-    if target not in Converter.registry:
-        raise UsageError(f"--to {target!r}: expected one of {', '.join(sorted(Converter.registry))}")
-    return Converter.registry[target]()

@@ -32,8 +32,9 @@ from edgert.formats.gguf import read_header
 from edgert.logs import route_third_party
 from edgert.progress import Progress
 
-from .base import Artifact, Converter, ConvertOptions, converter_for
+from .base import Artifact, Converter, ConvertOptions
 from .quality import TorchReference
+from .registry import converter_for
 from .source import Source, resolve_source
 
 STAGING_PREFIX = ".edgert-staging-"

@@ -349,7 +349,7 @@ def test_pack_refuses_up_front_when_the_files_cannot_fit(small_base, tmp_path, m
 
 
 def test_a_full_disk_during_convert_leaves_the_bundle_and_no_staging(tiny_llama_source, small_base, tmp_path, monkeypatch):
-    from edgert.converters.base import converter_for
+    from edgert.converters.registry import converter_for
     from edgert.converters.pipeline import STAGING_PREFIX as staging_prefix, convert
     from edgert.errors import DiskFullError
 
