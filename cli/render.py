@@ -118,7 +118,7 @@ def answers_table(answers) -> Table:
     for a in answers:
         r = a.result
         table.add_row(f"Q{a.number}", f"{a.deadline_s:g} s" + (f", {a.power_w:g} W" if a.power_w else ""),
-                      a.config.label, "yes" if a.feasible else "no*", str(r.answer), a.task.answer,
+                      a.config.label, "yes" if a.feasible else "no*", "-" if r.answer is None else str(r.answer), a.task.answer,
                       f"{r.latency_ms:.0f} ms", "yes" if r.deadline_met else "NO",
                       f"{r.energy_j:.1f}" if r.energy_j is not None else "?")
     return table

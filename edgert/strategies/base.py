@@ -84,7 +84,7 @@ class Config:
             parts.append(f"think {self.think_tokens}")
         parts.append(f"answer {self.answer_tokens}")
         if self.threads:
-            parts.append(f"{self.threads} threads")
+            parts.append(f"{self.threads} thread" + ("s" if self.threads != 1 else ""))
         return " ".join(parts)
 
     def to_dict(self) -> Dict[str, object]:
