@@ -8,14 +8,14 @@ every rule about a request's fields; the runtime adds only the rules that need i
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional, Tuple
 
 from .answers import ANSWER_TYPES
 from .chat_template import Prompt
 from .errors import UsageError
-from .runners.types import SamplingParams
+from .runners.types import SamplingParams, is_finite
 from .strategies import Strategy
 
 #: the planner chooses variant, strategy, N, budgets and threads
@@ -104,7 +104,7 @@ class Request:
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_finite(value) or value <= 0:
                 raise UsageError(f"{say(name)} must be a positive number of {name_unit(name)}, found {value!r}",
                                  field=name)
         choices = (AUTO, *Strategy.registry)
@@ -132,15 +132,25 @@ class Request:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UsageError(f"{say(name)} must be a positive integer, found {value!r}", field=name)
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise UsageError(f"{say('seed')} must be an integer, found {self.seed!r}", field="seed")
         if self.answer_type is not None and self.answer_type not in ANSWER_TYPES:
             raise UsageError(f"{say('answer_type')} must be one of {', '.join(ANSWER_TYPES)}, found {self.answer_type!r}",
                              field="answer_type")
+        if self.answer_type == "regex" and self.task_set is None:
+            _check_pattern(self.pattern, say("pattern"))
         if self.task_set is not None and not isinstance(self.prompt, str):
             raise UsageError("a request with a task set takes the question as a string, found a message list",
                              field="prompt")
         return self
+
+
+def _check_pattern(pattern: Optional[str], name: str) -> None:
+    """A regex answer needs a pattern that compiles (checked before any generation runs)."""
+    if not isinstance(pattern, str) or not pattern:
+        raise UsageError(f"answer type regex needs {name}, a regular expression; found {pattern!r}", field="pattern")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"{name} must be a valid regular expression, found {pattern!r} ({exc})", field="pattern") from None
 
 
 def _check_prompt(prompt: Prompt, chat: bool) -> None:

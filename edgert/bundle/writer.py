@@ -124,7 +124,8 @@ class BundleWriter:
         finally:
             self._stack.close()
             if self._created and self.out.is_dir() and not any(self.out.iterdir()):
-                self.out.rmdir()
+                with contextlib.suppress(OSError):  # another writer may have just created its lock file
+                    self.out.rmdir()
 
     def _rollback(self) -> None:
         kept = referenced_names(self.root) or set()
@@ -182,11 +183,11 @@ class BundleWriter:
             raise ValueError(f"mode must be one of {MODES}, found {mode!r}")
         target = self._target(name)
         shutil.rmtree(target, ignore_errors=True)  # reserved, so named by no manifest
+        self._added.append(target)  # before the copy: a copy that fails half-way is rolled back too
         if mode == "move":
             os.replace(src, target)
         else:
             shutil.copytree(src, target)
-        self._added.append(target)
         crash_point(f"{self.stage}.moved")
         return target
 

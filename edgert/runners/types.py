@@ -27,11 +27,19 @@ RETURN_MARGIN_S = 0.010
 FINISH_REASONS = ("stop", "eos", "length", "deadline", "cancelled", "dropped")
 
 
+def is_finite(value) -> bool:
+    """math.isfinite, but False for an int too large for a float (10**400) instead of raising."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 class Deadline:
     """A wall-clock deadline on the monotonic clock. ``Deadline(None)`` never expires."""
 
     def __init__(self, seconds: Optional[float], start: Optional[float] = None):
-        if seconds is not None and (not math.isfinite(seconds) or seconds <= 0):
+        if seconds is not None and (not is_finite(seconds) or seconds <= 0):
             raise UsageError(f"deadline must be a positive number of seconds, found {seconds!r}")
         self.start = time.monotonic() if start is None else start
         self.seconds = seconds
@@ -80,12 +88,14 @@ class SamplingParams:
     def check(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise UsageError(f"max_tokens must be a positive integer, found {self.max_tokens!r}", field="max_tokens")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+        if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0 and is_finite(self.temperature)):
             raise UsageError(f"temperature must be >= 0, found {self.temperature!r}", field="temperature")
-        if not 0 < self.top_p <= 1:
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise UsageError(f"top_p must be in (0, 1], found {self.top_p!r}", field="top_p")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise UsageError(f"stop strings must be non-empty strings, found {list(self.stop)!r}", field="stop")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise UsageError(f"seed must be a non-negative integer, found {self.seed!r}", field="seed")
 
 
 @dataclass

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from ..bundle.manifest import Variant
 from ..errors import DeadlineError, EdgertError, UsageError
 from ..request import AUTO, Request
 from ..result import RuntimeResult
-from ..runners.types import CancelToken
+from ..runners.types import CancelToken, is_finite
 
 #: most samples one request may ask for (sc / esc / bon); a guard, like the body size limit
 MAX_SAMPLES = 64
@@ -147,8 +146,9 @@ def _number(body: Dict[str, Any], name: str, *, integer: bool = False, low: Opti
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
         raise RequestError(400, f"{name} must be {kind}, found {value!r}", param=name)
-    if (low is not None or high is not None) and not (
-            math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)):
+    if not is_finite(value):  # inf cannot come from JSON, but 1e999 and a 400-digit integer can
+        raise RequestError(400, f"{name} must be a finite number, found {str(value)[:40]}", param=name)
+    if (low is not None or high is not None) and not ( (low is None or value >= low) and (high is None or value <= high)):
         bounds = f"between {low:g} and {high:g}" if low is not None and high is not None else f"at most {high:g}"
         raise RequestError(400, f"{name} must be {bounds}, found {value!r}", param=name)
     return value
@@ -258,7 +258,7 @@ def parse(kind: str, raw: bytes, *, model_id: str, variants: Sequence[str],
                 "temperature": _number(body, "temperature", low=0, high=2),
                 "top_p": _number(body, "top_p", low=0, high=1)}
     deadline_ms = _number(body, "deadline_ms")
-    if deadline_ms is not None and not (math.isfinite(deadline_ms) and deadline_ms > 0):  # checked in the body's unit
+    if deadline_ms is not None and not deadline_ms > 0:  # checked in the body's unit
         raise RequestError(400, f"deadline_ms must be a positive number of milliseconds, found {deadline_ms!r}",
                            param="deadline_ms")
     power_w, energy_j = _number(body, "power_w"), _number(body, "energy_j")
