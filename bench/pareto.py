@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from predict import bench_bundle  # noqa: E402
 
 from edgert.calibrate import DEFAULT_GRID, Grid, calibrate  # noqa: E402
-from edgert.planner import wilson_interval  # noqa: E402
+from edgert.stats import wilson_interval  # noqa: E402
 from edgert.profiler.measure import profile_device  # noqa: E402
 from edgert.profiler.profile import DeviceProfile  # noqa: E402
 from edgert.devices.cpu import default_threads  # noqa: E402

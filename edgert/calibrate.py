@@ -34,7 +34,8 @@ from .errors import UsageError
 from .fileio import atomic_write_bytes
 from .progress import Progress
 from .answers import is_correct
-from .planner import wilson_interval
+from .policies import fit_policies
+from .stats import wilson_interval
 from .devices.cpu import default_threads
 from .runners.registry import open_runner
 from .runners.base import Runner
@@ -43,6 +44,9 @@ from .tasks import BUILTIN_TASK_SETS, TaskSet, load_tasks, parse_tasks, prepare_
 
 
 CALIBRATION_DIR = "calibration"
+#: version of the per-task records; records of another version are measured again
+#: (2: every result carries the answer's confidence signals)
+RECORDS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ def run_task(runner: Runner, variant: str, task, task_set, grid: Grid, seed: int
             continue
         for trial in strategy(name).replay(draws, grid, variant):
             out[trial.config.key] = {"answer": trial.answer, "correct": bool(is_correct(trial.answer, task.answer, task.type)),
-                                     "samples": trial.samples, "tokens": trial.tokens, "steps": trial.steps}
+                                     "samples": trial.samples, "tokens": trial.tokens, "steps": trial.steps,
+                                     "signals": trial.signals}
     return out
 
 
@@ -197,7 +202,10 @@ def calibrate(
         raise UsageError(f"task set {task_set.name!r} has no test tasks")
     chosen = [bundle.variant(name) for name in variants] if variants else bundle.variants
     path = progress_path(bundle, task_set.name)
-    done = {(r["variant"], r["task"]) for r in _read_progress(path) if r.get("grid") == grid.digest and r.get("seed") == seed}
+    def current(r) -> bool:
+        return r.get("grid") == grid.digest and r.get("seed") == seed and r.get("v") == RECORDS_VERSION
+
+    done = {(r["variant"], r["task"]) for r in _read_progress(path) if current(r)}
     total = len(chosen) * len(tests)
     count = sum(1 for v in chosen for t in tests if (v.name, t.id) in done)
     if progress:
@@ -209,14 +217,14 @@ def calibrate(
         with open_runner(bundle, variant, n_ctx=n_ctx, n_threads=threads or default_threads()) as runner:
             for task in todo:
                 results = run_task(runner, variant.name, task, task_set, grid, seed)
-                _append(path, {"variant": variant.name, "task": task.id, "grid": grid.digest, "seed": seed, "results": results})
+                _append(path, {"variant": variant.name, "task": task.id, "grid": grid.digest, "seed": seed,
+                               "v": RECORDS_VERSION, "results": results})
                 count += 1
                 if progress:
                     progress(f"{variant.name} {task.id}", count, total)
     wanted_ids = {t.id for t in tests}
     wanted_variants = {v.name for v in chosen}
-    records = [r for r in _read_progress(path) if r.get("grid") == grid.digest and r.get("seed") == seed
-               and r["task"] in wanted_ids and r["variant"] in wanted_variants]
+    records = [r for r in _read_progress(path) if current(r) and r["task"] in wanted_ids and r["variant"] in wanted_variants]
     rows = aggregate(records, task_set.name)
     _save_task_set(bundle, task_set)
 
@@ -224,6 +232,11 @@ def calibrate(
         kept = [row for row in manifest.accuracy_table
                 if not (row.get("task_set") == task_set.name and row.get("variant") in wanted_variants)]
         manifest.accuracy_table = kept + rows
+        # policies span variants: refit them on every current record of this task set
+        table = [row for row in manifest.accuracy_table if row.get("task_set") == task_set.name]
+        every = [r for r in _read_progress(path) if current(r)]
+        manifest.policy_table = [row for row in manifest.policy_table if row.get("task_set") != task_set.name] + \
+            fit_policies(every, table, task_set.name)
 
     bundle.manifest = update_manifest(bundle.root, merge).manifest
     return rows

@@ -33,21 +33,12 @@ from statistics import NormalDist
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import UsageError
+from .stats import wilson_interval
 from .profiler.online import SIGMA_FLOOR, at_threads, profile_sigma, thread_options
+from .policies import Cascade
 from .strategies import Config, strategy
 
 DEFAULT_TARGET = 0.95
-
-
-def wilson_interval(correct: int, total: int, z: float = 1.959964) -> Tuple[float, float]:
-    """95% Wilson score interval of a proportion (sensible at small counts and at 0 or 1)."""
-    if total == 0:
-        return 0.0, 1.0
-    p = correct / total
-    denom = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -88,14 +79,28 @@ class Candidate:
     energy_j: float
     estimated: bool  # a figure comes from a datasheet prior or a thread-count scaling
     problems: List[str] = field(default_factory=list)
+    #: a per-prompt policy whose first stage is ``config`` (None: the configuration alone)
+    policy: Optional[Cascade] = None
+    escalated_share: float = 0.0  # of the calibration prompts, cross-validated
+    then_latency_ms: float = 0.0  # the escalation stage alone, predicted (the runtime's go/no-go)
+    then_bound_ms: float = 0.0  # ... and at the target probability
 
     @property
     def feasible(self) -> bool:
         return not self.problems
 
+    @property
+    def label(self) -> str:
+        return self.policy.label if self.policy is not None else self.config.label
+
     def to_dict(self) -> Dict[str, object]:
+        extra: Dict[str, object] = {}
+        if self.policy is not None:
+            extra = {"policy": {**self.policy.to_dict(), "then_config": self.policy.then.to_dict()},
+                     "escalated_share": self.escalated_share, "then_latency_ms": round(self.then_latency_ms, 2),
+                     "then_bound_ms": round(self.then_bound_ms, 2)}
         return {
-            **self.config.to_dict(), "label": self.config.label, "accuracy": round(self.accuracy, 4),
+            **self.config.to_dict(), **extra, "label": self.label, "accuracy": round(self.accuracy, 4),
             "ci_low": self.ci_low, "ci_high": self.ci_high, "tasks": self.tasks,
             "latency_ms": round(self.latency_ms, 2), "latency_bound_ms": round(self.latency_bound_ms, 2),
             "power_w": round(self.power_w, 2), "energy_j": round(self.energy_j, 3), "estimated": self.estimated,
@@ -158,14 +163,39 @@ def accuracy_entries(rows: Iterable[Mapping[str, object]], task_set: Optional[st
     return out
 
 
-def predict_latency_ms(profile, config: Config, prompt_tokens: int, steps_share: float = 1.0) -> float:
+def policy_entries(rows: Iterable[Mapping[str, object]], task_set: Optional[str] = None) -> List[Dict[str, object]]:
+    """Policy rows for one task set (or pooled over all: counts and escalations summed per policy)."""
+    pooled: Dict[str, List] = {}
+    for row in rows:
+        if task_set is not None and row.get("task_set") != task_set:
+            continue
+        entry = pooled.setdefault(str(row["key"]), [Cascade.from_dict(row), 0, 0, 0.0])
+        total = int(row["total"])
+        entry[1] += int(row["correct"])
+        entry[2] += total
+        entry[3] += float(row["escalated_share"]) * total
+    out = []
+    for policy, correct, total, escalated in pooled.values():
+        if total <= 0:
+            continue
+        low, high = wilson_interval(correct, total)
+        out.append({"policy": policy, "accuracy": correct / total, "ci_low": round(low, 4), "ci_high": round(high, 4),
+                    "total": total, "escalated_share": round(escalated / total, 4)})
+    return out
+
+
+def predict_latency_ms(profile, config: Config, prompt_tokens: int, steps_share: float = 1.0,
+                       cached_tokens: int = 0) -> float:
     """Latency of ``config`` at the profiled thread count, from the fitted models, with each
-    decode phase using ``steps_share`` of its budget (1.0: the worst case)."""
+    decode phase using ``steps_share`` of its budget (1.0: the worst case). cached_tokens:
+    prompt tokens already in the runner's cache (a cascade's second stage on the same
+    model), which the first prompt evaluation skips."""
     total = 0.0
     context = prompt_tokens
-    for phase in strategy(config.strategy).schedule(config, prompt_tokens):
+    for i, phase in enumerate(strategy(config.strategy).schedule(config, prompt_tokens)):
         if phase.kind == "prefill":
-            total += profile.predict_prefill_ms(config.variant, phase.tokens)
+            evaluated = max(1, phase.tokens - cached_tokens) if i == 0 else phase.tokens
+            total += profile.predict_prefill_ms(config.variant, evaluated)
             context = max(context, phase.tokens)
         else:
             steps = phase.tokens * steps_share
@@ -186,6 +216,7 @@ def plan(
     threads: Optional[Mapping[str, Sequence[Optional[int]]]] = None,
     prompt_tokens: Optional[Mapping[str, int]] = None,
     sigma: Optional[Mapping[str, float]] = None,
+    policies: Iterable[Mapping[str, object]] = (),
 ) -> Plan:
     """Choose a configuration for one request.
 
@@ -196,7 +227,9 @@ def plan(
     the reason (too large for memory); threads: thread counts to consider per variant;
     prompt_tokens: the prompt's length per variant where it differs from limits.prompt_tokens
     (tokenizers and prompt formats differ between models); sigma: relative latency error per
-    variant where it is known better than from the profile (the runtime's observations).
+    variant where it is known better than from the profile (the runtime's observations);
+    policies: the bundle's policy table (``edgert.policies``), whose cascades compete with
+    the configurations.
     """
     started = time.perf_counter()
     entries = [e for e in accuracy_entries(rows, task_set) if e.config.variant in profile.variants]
@@ -217,38 +250,71 @@ def plan(
     prior = profile.kind == "prior"
     base_cache: Dict[tuple, float] = {}
     candidates: List[Candidate] = []
-    for entry in entries:
+    priced: Dict[tuple, Candidate] = {}  # (config key, threads) -> its candidate, for the policies
+    by_key = {e.config.key: e for e in entries}
+
+    def price(entry: AccuracyEntry, t: Optional[int], cached: bool = False) -> Tuple[float, float, bool]:
+        """Predicted latency (ms, corrected, with loading), power and whether estimated."""
         name = entry.config.variant
-        vp = profile.variant(name)
-        key = (entry.config.strategy, entry.config.n, entry.config.think_tokens, entry.config.answer_tokens, name)
+        key = (entry.config.key, cached)
         if key not in base_cache:
             length = (prompt_tokens or {}).get(name, limits.prompt_tokens)
-            base_cache[key] = predict_latency_ms(profile, entry.config, length, entry.steps_share)
-        base_ms = base_cache[key]
+            base_cache[key] = predict_latency_ms(profile, entry.config, length, entry.steps_share,
+                                                 cached_tokens=length if cached else 0)
+        scale, power, scaled = at_threads(profile, name, t)
+        correction = corrections.get(f"{name}@{t}", corrections.get(name, 1.0))
+        latency = base_cache[key] * scale * correction + (0.0 if cached else extra_ms.get(name, 0.0))
+        estimated = scaled or prior or profile.variant(name).energy.get("provenance") != "measured"
+        return latency, power, estimated
+
+    def problems_of(names: Sequence[str], bound: float, power: float, energy: float) -> List[str]:
+        problems = [excluded[n] for n in dict.fromkeys(names) if n in excluded]
+        if bound > limits.deadline_s * 1000:
+            problems.append(f"needs {bound:.0f} ms at p{limits.target * 100:.0f}, deadline {limits.deadline_s * 1000:.0f} ms")
+        if limits.power_w is not None and power > limits.power_w:
+            problems.append(f"draws {power:.1f} W, limit {limits.power_w:g} W")
+        if limits.energy_j is not None and energy > limits.energy_j:
+            problems.append(f"uses {energy:.2f} J, budget {limits.energy_j:g} J")
+        return problems
+
+    for entry in entries:
+        name = entry.config.variant
         for t in threads.get(name, [None]):
-            scale, power, scaled = at_threads(profile, name, t)
-            estimated = scaled or prior or vp.energy.get("provenance") != "measured"
+            latency, power, estimated = price(entry, t)
             config = Config(name, entry.config.strategy, entry.config.answer_tokens, entry.config.n,
                             entry.config.think_tokens, t)
-            correction = corrections.get(f"{name}@{t}", corrections.get(name, 1.0))
-            latency = base_ms * scale * correction + extra_ms.get(name, 0.0)
             bound = latency * (1 + z * sigma[name])
             energy = power * latency / 1000
-            problems = []
-            if name in excluded:
-                problems.append(excluded[name])
-            if bound > limits.deadline_s * 1000:
-                problems.append(f"needs {bound:.0f} ms at p{limits.target * 100:.0f}, deadline {limits.deadline_s * 1000:.0f} ms")
-            if limits.power_w is not None and power > limits.power_w:
-                problems.append(f"draws {power:.1f} W, limit {limits.power_w:g} W")
-            if limits.energy_j is not None and energy > limits.energy_j:
-                problems.append(f"uses {energy:.2f} J, budget {limits.energy_j:g} J")
-            candidates.append(Candidate(config, entry.accuracy, entry.ci_low, entry.ci_high, entry.tasks,
-                                        latency, bound, power, energy, estimated, problems))
+            candidate = Candidate(config, entry.accuracy, entry.ci_low, entry.ci_high, entry.tasks, latency, bound,
+                                  power, energy, estimated, problems_of([name], bound, power, energy))
+            candidates.append(candidate)
+            priced[(entry.config.key, t)] = candidate
+
+    for row in policy_entries(policies, task_set):
+        policy = row["policy"]
+        first, then = by_key.get(policy.first.key), by_key.get(policy.then.key)
+        if first is None or then is None:
+            continue
+        shared = [t for t in threads.get(first.config.variant, [None]) if t in threads.get(then.config.variant, [None])]
+        for t in shared:
+            lat1, power1, est1 = price(first, t)
+            lat2, power2, est2 = price(then, t, cached=first.config.variant == then.config.variant)
+            share = float(row["escalated_share"])
+            bound = (lat1 + lat2) * (1 + z * max(sigma[first.config.variant], sigma[then.config.variant]))
+            power = max(power1, power2)
+            energy = (power1 * lat1 + share * power2 * lat2) / 1000
+            candidates.append(Candidate(
+                priced[(first.config.key, t)].config, row["accuracy"], row["ci_low"], row["ci_high"], row["total"],
+                lat1 + share * lat2, bound, power, energy, est1 or est2,
+                problems_of([first.config.variant, then.config.variant], bound, power, energy),
+                policy=policy.with_threads(t), escalated_share=share, then_latency_ms=lat2,
+                then_bound_ms=lat2 * (1 + z * sigma[then.config.variant])))
 
     feasible = [c for c in candidates if c.feasible]
     if feasible:
-        choice = max(feasible, key=lambda c: (c.accuracy, -c.latency_bound_ms, -c.energy_j))
+        # equally accurate: the lower expected latency (a cascade that rarely escalates beats
+        # its second stage alone), then energy
+        choice = max(feasible, key=lambda c: (c.accuracy, -c.latency_ms, -c.energy_j))
         reason = f"highest expected accuracy of {len(feasible)} feasible configurations"
     else:
         choice, reason = _fallback(candidates, limits, excluded)

@@ -34,6 +34,13 @@ class RuntimeResult:
     threads: Optional[int] = None
     power_setting: Optional[str] = None  # the device knob's position (Jetson mode, GPU limit)
     warnings: List[str] = field(default_factory=list)
+    #: a per-prompt policy's stages: {config, answer, signals, latency_ms, decision} each
+    stages: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def escalated(self) -> bool:
+        """Whether a policy ran its second stage for this request."""
+        return len(self.stages) > 1
 
     @property
     def deadline_cut(self) -> bool:
@@ -78,4 +85,5 @@ class RuntimeResult:
             "decode_tokens_per_s": round(g.decode_tokens_per_s, 2),
             "decode_step_ms": [round(x, 3) for x in g.decode_step_ms],
             "plan": self.plan,
+            "stages": self.stages,
         }

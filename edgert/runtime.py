@@ -17,6 +17,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -31,6 +32,7 @@ from .errors import DeadlineError, DeviceError, EdgertError
 from .formats import memory_estimate
 from .memory import check_fits
 from .planner import Limits, plan
+from .policies import Cascade
 from .profiler.online import LatencyCorrector
 from .profiler.profile import DeviceProfile
 from .request import Request
@@ -38,7 +40,7 @@ from .result import RuntimeResult
 from .runners.base import Runner
 from .runners.registry import open_runner
 from .runners.types import CancelToken, Deadline, TokenCallback
-from .strategies import FORCED_CLOSE_TOKENS, Config, StrategyOutcome, strategy as get_strategy
+from .strategies import FORCED_CLOSE_TOKENS, Config, Signals, StrategyOutcome, strategy as get_strategy
 from .tasks import Task, TaskSet, prepare_task, task_set_name
 
 #: assumed artifact read + verify + load speed when a variant has not been loaded yet (estimate)
@@ -216,51 +218,106 @@ class Runtime:
     # ---------------------------------------------------------------- one request
     def _execute(self, request: Request, deadline: Deadline, cancel: CancelToken, on_token) -> RuntimeResult:
         """Choose the configuration (plan, a named strategy, or none), ensure its runner, run
-        it, learn from its step times, and build the result."""
+        it, escalate if the plan is a cascade and the answer is unsure, learn from the step
+        times, and build the result."""
         plan_dict = None
         prepared: Dict[str, tuple] = {}
         config: Optional[Config] = None
+        policy: Optional[Cascade] = None
         if request.planned:
-            config, plan_dict, prepared = self._plan(request, deadline)
+            config, plan_dict, prepared, policy = self._plan(request, deadline)
         elif request.strategy is not None:
             config = get_strategy(request.strategy).default_config(self.variant(request.variant).name,
                                                                    request.max_tokens, request.n, request.think_tokens)
         name = config.variant if config is not None else self.variant(request.variant).name
         setting, warnings = self._apply_power(request.power_w) if config is not None else (None, [])
-        load_ms = self._load_within(name, deadline)
-        runner = self._runners[name]
-        threads = (config.threads if config is not None else None) or self.n_threads
-        if runner.n_threads != threads:
-            runner.set_threads(threads)
         meter = self._meter()
         if config is None:  # plain: the request's own sampling settings, streamed
+            load_ms = self._load_within(name, deadline)
+            runner = self._runners[name]
+            threads = self.n_threads
+            if runner.n_threads != threads:
+                runner.set_threads(threads)
             result = runner.generate(request.prompt, request.sampling, deadline=deadline, on_token=on_token,
                                      cancel=cancel, chat=request.chat, system=request.system)
             outcome = StrategyOutcome(None, result.text, result.finish_reason, [result])
+            self.latency.observe(name, threads, outcome.steps)
             ids: List[int] = []
+            stages: List[Dict[str, Any]] = []
+            energy_parts = [(name, threads, deadline.elapsed_s() * 1000 - load_ms)]
         else:
-            ids, spec = prepared.get(name) or self._prepare(runner, request)
-            reserve = self.latency.reserve_fn(name, threads, len(ids) + config.think_tokens, FORCED_CLOSE_TOKENS)
-            outcome = get_strategy(config.strategy).run(runner, ids, config, spec, deadline, cancel,
-                                                        seed=request.seed, reserve_s=reserve)
+            stage = self._stage(config, request, deadline, cancel, prepared)
+            outcome, ids, load_ms, threads = stage.outcome, stage.ids, stage.load_ms, stage.threads
+            energy_parts = [(name, threads, stage.ms - stage.load_ms)]
+            stages = [stage.record("answered")] if policy is not None else []
+            if policy is not None:
+                decision = self._escalation(policy, stage, plan_dict, deadline, cancel)
+                stages[0]["decision"] = decision
+                if decision == "escalated":
+                    second = self._stage(policy.then, request, deadline, cancel, prepared)
+                    stages.append(second.record("answered" if second.outcome.answer is not None else "no answer; kept the first"))
+                    energy_parts.append((policy.then.variant, second.threads, second.ms - second.load_ms))
+                    load_ms += second.load_ms
+                    if second.outcome.answer is not None:
+                        name, config, ids, threads = policy.then.variant, policy.then, second.ids, second.threads
+                        outcome = _merged(second.outcome, outcome)
+                    else:
+                        outcome = _merged(outcome, second.outcome)
         latency_ms = deadline.elapsed_s() * 1000
         measured = meter.stop() if meter is not None else None
-        self.latency.observe(name, threads, outcome.steps)
-        main = outcome.samples[-1] if outcome.samples else runner.empty_result(ids, "deadline", deadline)
+        main = outcome.samples[-1] if outcome.samples else self._runners[name].empty_result(ids, "deadline", deadline)
         out = RuntimeResult(
             text=outcome.text, variant=name, finish_reason=outcome.finish_reason, latency_ms=latency_ms,
             load_ms=load_ms, generation=main, deadline_s=deadline.seconds, answer=outcome.answer,
             config=None if config is None else config.to_dict(), plan=plan_dict, samples=outcome.samples,
             votes=outcome.votes, forced=outcome.forced, threads=threads, power_setting=setting, warnings=warnings,
+            stages=stages,
         )
         if plan_dict is not None and not plan_dict["feasible"]:
             out.warnings.append(plan_dict["reason"])
         if measured is not None:
             out.energy_j, out.energy_provenance = measured.energy_j, measured.provenance
         else:
-            out.energy_j, out.energy_provenance = self.latency.estimate_energy(name, threads, latency_ms - load_ms)
+            parts = [self.latency.estimate_energy(v, t, ms) for v, t, ms in energy_parts]
+            out.energy_j = None if any(j is None for j, _ in parts) else sum(j for j, _ in parts)
+            out.energy_provenance = parts[0][1]
         self._trace(out, plan_dict)
         return out
+
+    def _stage(self, config: Config, request: Request, deadline: Deadline, cancel: CancelToken,
+               prepared: Dict[str, tuple]) -> "_Stage":
+        """Run one configuration (loading its runner if needed; that counts against the
+        deadline) and learn from its step times."""
+        started = deadline.elapsed_s()
+        name = config.variant
+        load_ms = self._load_within(name, deadline)
+        runner = self._runners[name]
+        threads = config.threads or self.n_threads
+        if runner.n_threads != threads:
+            runner.set_threads(threads)
+        if name not in prepared:
+            prepared[name] = self._prepare(runner, request)
+        ids, spec = prepared[name]
+        reserve = self.latency.reserve_fn(name, threads, len(ids) + config.think_tokens, FORCED_CLOSE_TOKENS)
+        family = get_strategy(config.strategy)
+        outcome = family.run(runner, ids, config, spec, deadline, cancel, seed=request.seed, reserve_s=reserve)
+        self.latency.observe(name, threads, outcome.steps)
+        return _Stage(config, outcome, family.confidence(outcome, spec), ids, load_ms, threads,
+                      (deadline.elapsed_s() - started) * 1000)
+
+    def _escalation(self, policy: Cascade, first: "_Stage", plan_dict: Dict[str, Any], deadline: Deadline,
+                    cancel: CancelToken) -> str:
+        """Whether a cascade's second stage runs: the answer is unsure, and the second stage
+        is predicted to finish in the time left (otherwise the answer in hand is returned)."""
+        if not policy.escalates(first.signals):
+            return "confident"
+        if cancel.cancelled:
+            return "unsure; cancelled"
+        need_ms = float(plan_dict.get("then_bound_ms") or 0.0)  # loading it, if needed, included
+        left_ms = deadline.remaining_s() * 1000
+        if left_ms < need_ms:
+            return f"unsure; {left_ms:.0f} ms left, escalation needs {need_ms:.0f} ms"
+        return "escalated"
 
     # ----------------------------------------------------------------- planning
     def _prepare(self, runner: Runner, request: Request):
@@ -300,15 +357,20 @@ class Runtime:
                         target=self.target, prompt_tokens=fallback)
         result = plan(self.bundle.manifest.accuracy_table, self.profile, limits, task_set=self._task_set_name(request),
                       corrections=self.latency.planner_corrections(), extra_ms=extra_ms, excluded=excluded,
-                      prompt_tokens=lengths, sigma=self.latency.sigmas())
+                      prompt_tokens=lengths, sigma=self.latency.sigmas(), policies=self.bundle.manifest.policy_table)
         self.last_plan = result
         choice = result.choice
-        return choice.config, {
+        summary = {
             "feasible": result.feasible, "reason": result.reason, "planning_ms": round(result.planning_ms, 3),
             "predicted_latency_ms": round(choice.latency_ms, 1), "latency_bound_ms": round(choice.latency_bound_ms, 1),
             "predicted_power_w": round(choice.power_w, 2), "expected_accuracy": round(choice.accuracy, 4),
             "prompt_tokens": lengths.get(choice.config.variant, fallback), "estimated": choice.estimated,
-        }, prepared
+            "label": choice.label,
+        }
+        if choice.policy is not None:
+            summary.update(policy=choice.policy.to_dict(), escalated_share=choice.escalated_share,
+                           then_bound_ms=round(choice.then_bound_ms, 1))
+        return choice.config, summary, prepared, choice.policy
 
     def _task_set_name(self, request: Request) -> Optional[str]:
         """The name calibration stored the request's task set under (a JSONL path's task set
@@ -352,3 +414,27 @@ class Runtime:
         self.trace_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.trace_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class _Stage:
+    """One configuration's run within a request."""
+
+    config: Config
+    outcome: StrategyOutcome
+    signals: Signals
+    ids: List[int]
+    load_ms: float
+    threads: int
+    ms: float  # wall time of the stage, loading included
+
+    def record(self, decision: str) -> Dict[str, Any]:
+        return {"config": self.config.key, "answer": self.outcome.answer, "signals": self.signals,
+                "latency_ms": round(self.ms, 2), "finish_reason": self.outcome.finish_reason, "decision": decision}
+
+
+def _merged(kept: StrategyOutcome, other: StrategyOutcome) -> StrategyOutcome:
+    """``kept``'s answer with every sample of both stages (telemetry counts them all)."""
+    samples = other.samples + kept.samples if kept.samples else other.samples
+    return StrategyOutcome(kept.answer, kept.text, kept.finish_reason, samples, kept.votes, kept.forced,
+                           kept.thinking_text)

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from edgert.bundle import Bundle
 from edgert.calibrate import Grid, calibrate, progress_path, run_task, task_seed
-from edgert.planner import wilson_interval
+from edgert.stats import wilson_interval
 from edgert.runtime import Runtime
 from edgert.strategies import Config
 from edgert.tasks import load_tasks

@@ -77,6 +77,8 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     created_by: str = ""
     accuracy_table: List[Dict[str, Any]] = field(default_factory=list)
+    #: per-prompt policies fitted on calibration records (edgert.policies), per task set
+    policy_table: List[Dict[str, Any]] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def variant(self, name: str) -> Optional[Variant]:
@@ -90,6 +92,8 @@ class Manifest:
             "variants": [v.to_dict() for v in self.variants],
             "accuracy_table": self.accuracy_table,
         }
+        if self.policy_table:
+            data["policy_table"] = self.policy_table
         data.update(self.extra)
         return data
 
@@ -226,15 +230,19 @@ def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
     accuracy = data.get("accuracy_table", [])
     if not isinstance(accuracy, list) or not all(isinstance(row, dict) for row in accuracy):
         raise BundleError(f"{source}: expected accuracy_table to be a list of objects, found {_show(accuracy, 60)}")
+    policies = data.get("policy_table", [])
+    if not isinstance(policies, list) or not all(isinstance(row, dict) for row in policies):
+        raise BundleError(f"{source}: expected policy_table to be a list of objects, found {_show(policies, 60)}")
     created_by = data.get("created_by", "")
     if not isinstance(created_by, str):
         raise BundleError(f"{source}: expected created_by to be a string, found {type(created_by).__name__}")
-    known = {"schema_version", "model_name", "variants", "created_by", "accuracy_table"}
+    known = {"schema_version", "model_name", "variants", "created_by", "accuracy_table", "policy_table"}
     return Manifest(
         model_name=model_name,
         variants=variants,
         schema_version=version,
         created_by=created_by,
         accuracy_table=accuracy,
+        policy_table=policies,
         extra={k: v for k, v in data.items() if k not in known},
     )

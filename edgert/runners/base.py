@@ -26,7 +26,7 @@ import numpy as np
 
 from ..chat_template import ChatTemplate, Prompt, to_messages
 from ..errors import EdgertError, RunnerStateError, UsageError
-from .sampling import StopDecoder, sample
+from .sampling import StopDecoder, sample, top2_margin
 from .types import (RETURN_MARGIN_S, CancelToken, Deadline, GenerationResult, SamplingParams,
                     StepRecord, TokenCallback)
 
@@ -368,6 +368,7 @@ class Runner(ABC):
         rngs = [np.random.default_rng(seed) for seed in seeds]
         outs: List[List[int]] = [[] for _ in range(n)]
         logprobs: List[List[float]] = [[] for _ in range(n)]
+        margins: List[Optional[float]] = [None] * n
         steps: List[List[float]] = [[] for _ in range(n)]
         decoders = [StopDecoder(params.stop, self._detokenize_impl) for _ in range(n)]
         results: List[Optional[GenerationResult]] = [None] * n
@@ -383,7 +384,7 @@ class Runner(ABC):
                 text=decoders[i].text, finish_reason=reason, tokens_in=len(prompt_ids), tokens_out=len(outs[i]),
                 prefill_ms=prefill_ms, decode_step_ms=steps[i], total_ms=(time.perf_counter() - started) * 1000,
                 deadline_s=deadline.seconds, token_ids=outs[i], token_logprobs=logprobs[i],
-                cached_tokens=self._prefix_hit, steps=log,
+                cached_tokens=self._prefix_hit, steps=log, first_margin=margins[i],
             )
 
         def close_all(reason: str) -> List[GenerationResult]:
@@ -415,6 +416,8 @@ class Runner(ABC):
             tokens: List[int] = []
             newly_done = False
             for i in list(live):
+                if margins[i] is None:
+                    margins[i] = top2_margin(logits[i])
                 token, logprob = self._sample_next(logits[i], params, rngs[i])
                 if self._is_end_impl(token):
                     live.remove(i)

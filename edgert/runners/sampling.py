@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 NUCLEUS_CANDIDATES = 1024  # top-p looks at the most likely tokens first; full sort only if they fall short
+MAX_MARGIN = 1e4  # a margin this large means "certain" (also stands in for an infinite one, as JSON has none)
 
 
 def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator):
@@ -45,6 +46,16 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
     index = min(int(np.searchsorted(weights, rng.random() * weights[-1], side="right")), weights.size - 1)
     token = int(keep[index]) if keep is not None else index
     return token, float(shifted[token]) - log_norm
+
+
+def top2_margin(logits: np.ndarray) -> float:
+    """The most likely token's logit minus the runner-up's: the gap of their log-probabilities
+    (a confidence signal; one linear-time partition)."""
+    if logits.size < 2:
+        return MAX_MARGIN
+    top = np.partition(logits, logits.size - 2)[logits.size - 2:]
+    gap = float(top[1] - top[0])
+    return min(gap, MAX_MARGIN) if math.isfinite(gap) else MAX_MARGIN
 
 
 class StopDecoder:

@@ -113,6 +113,9 @@ class GenerationResult:
     token_ids: List[int] = field(default_factory=list)
     token_logprobs: List[float] = field(default_factory=list)
     cached_tokens: int = 0  # prompt tokens found in the cache and not evaluated again
+    #: logit of the most likely first token minus that of the second (a confidence signal;
+    #: None when no token was sampled)
+    first_margin: Optional[float] = None
     #: the engine evaluations of the call that produced this result, for the latency model
     #: (the results of one generate_many call share one list)
     steps: List[StepRecord] = field(default_factory=list)

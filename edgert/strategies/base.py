@@ -33,6 +33,7 @@ from ..answers import AnswerSpec
 from ..errors import UsageError
 from ..runners.base import Runner
 from ..runners.types import CancelToken, Deadline, GenerationResult, SamplingParams, StepRecord
+from .confidence import Evidence, Signals, signals
 
 #: sampling settings of the multi-sample strategies (greedy and thinking run at temperature 0)
 SAMPLE_TEMPERATURE = 0.7
@@ -171,6 +172,7 @@ class Trial(NamedTuple):
     samples: int
     tokens: int
     steps: int
+    signals: Signals = {}  # confidence of the answer (strategies.confidence); never mutated
 
 
 def task_seed(task_id: str, seed: int) -> int:
@@ -198,6 +200,15 @@ class Prefix:
     def score(self, k: int) -> float:
         lp = self.result.token_logprobs[:k]
         return float(np.mean(lp)) if lp else float("-inf")
+
+    def evidence(self, k: int, spec: AnswerSpec) -> Evidence:
+        """What confidence sees of the first ``k`` tokens, as a run with budget ``k`` shows it."""
+        return Evidence(spec.extract(self.text(k)), self.result.token_logprobs[:k], self.result.first_margin)
+
+
+def evidence_of(result: GenerationResult, spec: AnswerSpec) -> Evidence:
+    """What confidence sees of one real sample."""
+    return Evidence(spec.extract(result.text), result.token_logprobs, result.first_margin)
 
 
 class Draws:
@@ -268,6 +279,10 @@ class Strategy:
     def replay(self, draws: Draws, grid, variant: str) -> Iterator[Trial]:
         """Every grid configuration of this strategy on one task, read off ``draws``."""
         raise NotImplementedError
+
+    def confidence(self, outcome: StrategyOutcome, spec: AnswerSpec) -> Signals:
+        """The confidence signals of a real run's answer (one answer sample: the last)."""
+        return signals([evidence_of(outcome.samples[-1], spec)] if outcome.samples else [], outcome.answer)
 
     @staticmethod
     def _sampling(config: Config, spec: AnswerSpec, seed: Optional[int], greedy: bool) -> SamplingParams:

@@ -16,6 +16,7 @@ from ..chat_template import ThinkingFormat
 from ..runners.base import Runner
 from ..runners.types import GenerationResult, SamplingParams
 from .base import Config, Draws, Phase, Prefix, Strategy, StrategyOutcome, Trial, sub_deadline
+from .confidence import signals
 
 #: tokens the forced closing text is assumed to take when the answer phase is priced
 FORCED_CLOSE_TOKENS = 12
@@ -71,7 +72,9 @@ class BudgetForcing(Strategy):
             answer = Prefix(runner, runner.generate_ids(ids + open_ids + think_ids + close_ids, params), spec.stop)
             for a in grid.answer_tokens:
                 steps = min(len(think_ids), t) + answer.tokens(a)
-                yield Trial(Config(variant, self.name, a, think_tokens=t), spec.extract(answer.text(a)), 1, steps, steps)
+                evidence = answer.evidence(a, spec)
+                yield Trial(Config(variant, self.name, a, think_tokens=t), evidence.answer, 1, steps, steps,
+                            signals([evidence], evidence.answer))
 
 
 def _kept_thinking(runner: Runner, result: GenerationResult) -> List[int]:

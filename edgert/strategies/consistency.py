@@ -19,7 +19,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..answers import AnswerSpec
 from ..runners.types import GenerationResult
-from .base import Draws, Phase, Strategy, StrategyOutcome, Trial, finish_reason, vote, vote_decided
+from .base import Draws, Phase, Strategy, StrategyOutcome, Trial, evidence_of, finish_reason, vote, vote_decided
+from .confidence import Evidence, Signals, signals
 
 
 class SelfConsistency(Strategy):
@@ -42,16 +43,20 @@ class SelfConsistency(Strategy):
         winner, text, counts = self._pick(samples, spec)
         return StrategyOutcome(winner, text, finish_reason(samples), samples, counts)
 
+    def confidence(self, outcome: StrategyOutcome, spec: AnswerSpec) -> Signals:
+        return signals([evidence_of(s, spec) for s in outcome.samples], outcome.answer)
+
     def replay(self, draws: Draws, grid, variant: str) -> Iterator[Trial]:
         for a in grid.answer_tokens:
-            answers = [draws.spec.extract(s.text(a)) for s in draws.samples]
+            evidence = [s.evidence(a, draws.spec) for s in draws.samples]
             scores = [s.score(a) for s in draws.samples]
             tokens = [s.tokens(a) for s in draws.samples]
             for config in self.grid_configs(grid, variant, a):
-                yield self._trial(config, answers[:config.n], scores[:config.n], tokens[:config.n])
+                yield self._trial(config, evidence[:config.n], scores[:config.n], tokens[:config.n])
 
-    def _trial(self, config, answers, scores, tokens) -> Trial:
-        return Trial(config, vote(answers, scores)[0], config.n, sum(tokens), max(tokens))
+    def _trial(self, config, evidence: List[Evidence], scores, tokens) -> Trial:
+        winner = vote([e.answer for e in evidence], scores)[0]
+        return Trial(config, winner, config.n, sum(tokens), max(tokens), signals(evidence, winner))
 
 
 class EarlyStoppingSelfConsistency(SelfConsistency):
@@ -87,12 +92,14 @@ class EarlyStoppingSelfConsistency(SelfConsistency):
         winner, text, counts = self._pick(finished, spec)
         return StrategyOutcome(winner, text, finish_reason(finished), finished, counts)
 
-    def _trial(self, config, answers, scores, tokens) -> Trial:
+    def _trial(self, config, evidence: List[Evidence], scores, tokens) -> Trial:
         n = config.n
         k = self.first_wave(n)
+        answers = [e.answer for e in evidence]
         drawn = k if n == k or vote_decided(answers[:k], n - k) else n
         steps = max(tokens[:k]) + (max(tokens[k:n]) if drawn > k else 0)
-        return Trial(config, vote(answers, scores)[0], drawn, sum(tokens[:drawn]), steps)
+        winner = vote(answers, scores)[0]  # the full vote's answer, which the early stop never changes
+        return Trial(config, winner, drawn, sum(tokens[:drawn]), steps, signals(evidence[:drawn], winner))
 
 
 class BestOfN(SelfConsistency):
@@ -107,6 +114,7 @@ class BestOfN(SelfConsistency):
         counts = dict(Counter(a for a in answers if a is not None))
         return StrategyOutcome(spec.extract(best.text), best.text, finish_reason(samples), samples, counts)
 
-    def _trial(self, config, answers, scores, tokens) -> Trial:
+    def _trial(self, config, evidence: List[Evidence], scores, tokens) -> Trial:
         best = max(range(config.n), key=lambda i: scores[i])
-        return Trial(config, answers[best], config.n, sum(tokens), max(tokens))
+        winner = evidence[best].answer
+        return Trial(config, winner, config.n, sum(tokens), max(tokens), signals(evidence, winner))

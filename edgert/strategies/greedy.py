@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from .base import Draws, Phase, Strategy, StrategyOutcome, Trial
+from .confidence import signals
 
 
 class Greedy(Strategy):
@@ -22,4 +23,5 @@ class Greedy(Strategy):
         for a in grid.answer_tokens:
             for config in self.grid_configs(grid, variant, a):
                 tokens = draws.greedy.tokens(a)
-                yield Trial(config, draws.spec.extract(draws.greedy.text(a)), 1, tokens, tokens)
+                evidence = draws.greedy.evidence(a, draws.spec)
+                yield Trial(config, evidence.answer, 1, tokens, tokens, signals([evidence], evidence.answer))
