@@ -36,8 +36,8 @@ from edgert.profiler.priors import list_priors as known_priors, load_prior
 from edgert.profiler.profile import DeviceProfile
 from edgert.tasks import load_tasks, task_set_name
 
-from .render import (ProgressBars, accuracy_table, answers_table, con, err, gate_table, plan_table, profile_table,
-                     summary_line, variants_table)
+from .render import (ProgressBars, accuracy_table, answers_table, con, err, gate_table, plan_table, policy_table,
+                     profile_table, summary_line, variants_table)
 
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
@@ -446,6 +446,18 @@ def _parse_ints(text: Optional[str], option: str):
     return values
 
 
+def _parse_temperatures(text: Optional[str]):
+    if text is None:
+        return None
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--temperatures: expected comma-separated numbers like 0.3,0.7, found {text!r}") from None
+    if not values or not all(0 < v <= 2 for v in values):
+        raise UsageError(f"--temperatures: expected numbers within (0, 2], found {text!r}")
+    return values
+
+
 @main.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("--tasks", "task_sources", multiple=True, default=("arithmetic",), show_default=True,
@@ -456,12 +468,14 @@ def _parse_ints(text: Optional[str], option: str):
 @click.option("--answer-tokens", help="Answer budgets, comma-separated (default 16,48).")
 @click.option("--think-tokens", help="Thinking budgets for budget forcing (default 32,96).")
 @click.option("--n", "ns", help="Sample counts for sc/esc/bon (default 3,5).")
+@click.option("--temperatures", help="Sampling temperatures for sc/esc/bon, comma-separated, e.g. 0.3,0.7 "
+              "(default: 0.7 only).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the accuracy table as JSON.")
 def calibrate(bundle_dir: Path, task_sources: List[str], variants: List[str], limit: Optional[int], quick: bool,
-              answer_tokens: Optional[str], think_tokens: Optional[str], ns: Optional[str], seed: int,
-              threads: Optional[int], as_json: bool) -> None:
+              answer_tokens: Optional[str], think_tokens: Optional[str], ns: Optional[str],
+              temperatures: Optional[str], seed: int, threads: Optional[int], as_json: bool) -> None:
     """Measure accuracy per variant x budget x strategy x N on task sets; store it in the bundle.
 
     \b
@@ -476,7 +490,8 @@ def calibrate(bundle_dir: Path, task_sources: List[str], variants: List[str], li
     grid = QUICK_GRID if quick else DEFAULT_GRID
     overrides = {k: v for k, v in (("answer_tokens", _parse_ints(answer_tokens, "--answer-tokens")),
                                    ("think_tokens", _parse_ints(think_tokens, "--think-tokens")),
-                                   ("ns", _parse_ints(ns, "--n"))) if v}
+                                   ("ns", _parse_ints(ns, "--n")),
+                                   ("temperatures", _parse_temperatures(temperatures))) if v}
     grid = replace(grid, **overrides)
     limit = limit or (12 if quick else None)
     all_rows = []
@@ -487,6 +502,9 @@ def calibrate(bundle_dir: Path, task_sources: List[str], variants: List[str], li
         all_rows += rows
         if not as_json:
             con.print(accuracy_table(rows, f"{task_set.name}: accuracy per configuration"))
+            policies = [p for p in Bundle.open(bundle_dir).manifest.policy_table if p.get("task_set") == task_set.name]
+            if policies:
+                con.print(policy_table(policies, f"{task_set.name}: per-prompt policies (cross-validated accuracy)"))
     if as_json:
         click.echo(json.dumps(all_rows, indent=1))
     else:
@@ -524,7 +542,8 @@ def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[
         raise UsageError(f"{bundle.root} has no accuracy table: run edgert calibrate {bundle.root} first")
     plot = None if no_plot else _plot_path(plot_path, PLAN_PLOT)
     result = make_plan(bundle.manifest.accuracy_table, profile, limits,
-                       task_set=None if task_set is None else task_set_name(task_set))
+                       task_set=None if task_set is None else task_set_name(task_set),
+                       policies=bundle.manifest.policy_table)
     if plot is not None:
         pareto_png(result, plot)
     if as_json:
@@ -532,9 +551,10 @@ def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[
         return
     c = result.choice
     style = "bold green" if result.feasible else "bold yellow"
-    con.print(Text.assemble(("choice: ", "bold"), (c.config.label, style)))
+    con.print(Text.assemble(("choice: ", "bold"), (c.label, style)))
+    escalation = f" (mean; escalates {c.escalated_share:.0%} of prompts)" if c.policy is not None else ""
     con.print(f"  expected accuracy {c.accuracy:.1%} (95% CI {c.ci_low:.0%}-{c.ci_high:.0%}, {c.tasks} tasks) · "
-              f"latency {c.latency_ms:.0f} ms predicted, {c.latency_bound_ms:.0f} ms at p{target * 100:.0f} · "
+              f"latency {c.latency_ms:.0f} ms predicted{escalation}, {c.latency_bound_ms:.0f} ms at p{target * 100:.0f} · "
               f"{c.power_w:.1f} W · {c.energy_j:.2f} J" + (" · estimated" if c.estimated else ""))
     if not result.feasible:
         err.print(Text(f"warning: {result.reason}", style="yellow"))

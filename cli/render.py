@@ -176,9 +176,23 @@ def accuracy_table(rows, title: str) -> Table:
         table.add_column(column, justify="left" if column in ("variant", "strategy") else "right",
                          no_wrap=column != "variant", overflow="fold")
     for r in sorted(rows, key=lambda r: (r["variant"], -r["accuracy"])):
-        table.add_row(r["variant"], r["strategy"], str(r["n"]), str(r["think_tokens"] or "-"), str(r["answer_tokens"]),
+        strategy = r["strategy"] + (f" T={r['temperature']:g}" if r.get("temperature") is not None else "")
+        table.add_row(r["variant"], strategy, str(r["n"]), str(r["think_tokens"] or "-"), str(r["answer_tokens"]),
                       f"{r['accuracy']:.1%}", f"{r['ci_low']:.0%}-{r['ci_high']:.0%}", str(r["total"]),
                       f"{r['mean_samples']:.1f}", f"{r['mean_tokens']:.0f}")
+    return table
+
+
+def policy_table(rows, title: str, limit: int = 8) -> Table:
+    """The best per-prompt policies of a task set (most accurate first)."""
+    table = Table(title=title, title_justify="left")
+    for column in ("first", "then", "escalate when", "accuracy", "95% CI", "escalated"):
+        table.add_column(column, justify="right" if column in ("accuracy", "95% CI", "escalated") else "left",
+                         overflow="fold")
+    for r in rows[:limit]:
+        rule = "always (anytime)" if r["signal"] == "always" else f"{r['signal']} < {r['threshold']:g}"
+        table.add_row(r["first"], r["then"], rule, f"{r['accuracy']:.1%}", f"{r['ci_low']:.0%}-{r['ci_high']:.0%}",
+                      f"{r['escalated_share']:.0%}")
     return table
 
 
@@ -188,7 +202,7 @@ PLAN_LABEL_WIDTH = 56
 
 def plan_table(result) -> Table:
     table = Table(title="Pareto frontier (fastest first; latency at the target probability)", title_justify="left")
-    longest = max((len(c.config.label) for c in result.frontier), default=0)
+    longest = max((len(c.label) for c in result.frontier), default=0)
     for column in ("configuration", "accuracy", "latency p95", "power", "energy", "fits"):
         # "fits" wraps between words, and so do labels too long to leave it room at 120 columns;
         # figures stay whole on one line
@@ -197,6 +211,6 @@ def plan_table(result) -> Table:
                          no_wrap=not wraps, overflow="fold")
     for c in result.frontier:
         mark = "chosen" if c is result.choice else ("yes" if c.feasible else "; ".join(c.problems))
-        table.add_row(c.config.label, f"{c.accuracy:.1%}", f"{c.latency_bound_ms:.0f} ms", f"{c.power_w:.1f} W",
+        table.add_row(c.label, f"{c.accuracy:.1%}", f"{c.latency_bound_ms:.0f} ms", f"{c.power_w:.1f} W",
                       f"{c.energy_j:.2f} J", mark)
     return table

@@ -57,6 +57,8 @@ class Grid:
     think_tokens: Tuple[int, ...] = (32, 96)
     ns: Tuple[int, ...] = (3, 5)
     strategies: Tuple[str, ...] = ("greedy", "sc", "esc", "bon", "bf")
+    #: sampling temperatures of sc/esc/bon (empty: the one default, SAMPLE_TEMPERATURE)
+    temperatures: Tuple[float, ...] = ()
 
     def configs(self, variant: str) -> List[Config]:
         """Every configuration of the grid for one variant, by answer budget then strategy."""

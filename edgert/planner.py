@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -281,8 +281,7 @@ def plan(
         name = entry.config.variant
         for t in threads.get(name, [None]):
             latency, power, estimated = price(entry, t)
-            config = Config(name, entry.config.strategy, entry.config.answer_tokens, entry.config.n,
-                            entry.config.think_tokens, t)
+            config = replace(entry.config, threads=t)
             bound = latency * (1 + z * sigma[name])
             energy = power * latency / 1000
             candidate = Candidate(config, entry.accuracy, entry.ci_low, entry.ci_high, entry.tasks, latency, bound,

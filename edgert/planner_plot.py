@@ -27,7 +27,7 @@ def pareto_png(plan, path: Path, title: str = "") -> Path:
     ax.axvline(plan.limits.deadline_s, color="tab:red", ls="--", lw=1, label=f"deadline {plan.limits.deadline_s:g} s")
     choice = plan.choice
     ax.scatter([choice.latency_bound_ms / 1000], [choice.accuracy], marker="*", s=260, color="gold", edgecolors="k",
-               zorder=5, label=f"chosen: {choice.config.label}")
+               zorder=5, label=f"chosen: {choice.label}")
     ax.set_xscale("log")
     ax.set_xlabel(f"predicted latency at p{plan.limits.target * 100:.0f} (s, log scale)")
     ax.set_ylabel("expected accuracy (calibration)")

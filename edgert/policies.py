@@ -24,7 +24,7 @@ escalation that the plan relies on fits by construction.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -94,7 +94,7 @@ class Cascade:
 
 
 def _threads(config: Config, threads: Optional[int]) -> Config:
-    return Config(config.variant, config.strategy, config.answer_tokens, config.n, config.think_tokens, threads)
+    return replace(config, threads=threads)
 
 
 # ---------------------------------------------------------------------------- replay

@@ -179,3 +179,29 @@ def test_a_users_own_task_set_calibrates_and_plans_by_file_or_by_name(bundle_cop
     assert r.config is not None and r.plan["feasible"]
     with pytest.raises(Exception, match="no such file"):
         Runtime(bundle_copy, profile=profile_path).generate("hi", strategy="auto", deadline_s=5, task_set="theirs")
+
+
+def test_records_keep_confidence_signals_and_temperatures_are_configurations(bundle_copy, task_file):
+    bundle = Bundle.open(bundle_copy)
+    grid = Grid(answer_tokens=(8,), think_tokens=(4,), ns=(3,), strategies=("greedy", "sc"), temperatures=(0.3, 0.9))
+    rows = calibrate(bundle, load_tasks(task_file), grid=grid, threads=2)
+    variant = bundle.variant().name
+    sc = sorted(r["key"] for r in rows if r["strategy"] == "sc")
+    assert sc == [f"{variant}|sc|n3|t0|a8|T0.3", f"{variant}|sc|n3|t0|a8|T0.9"]
+    assert {r["temperature"] for r in rows if r["strategy"] == "sc"} == {0.3, 0.9}
+    records = [json.loads(line) for line in progress_path(bundle, "tasks").read_text().splitlines()]
+    assert len(records) == 3 and all(r["v"] == 2 for r in records)
+    for record in records:
+        greedy = record["results"][f"{variant}|greedy|n1|t0|a8"]
+        signals = greedy["signals"]
+        if greedy["answer"] is not None:  # an answer has a log-probability and a first-token margin
+            assert signals["lp_min"] <= signals["lp_mean"] <= 0 and signals["margin"] >= 0
+            assert signals["agreement"] is None  # one sample
+        for key in sc:
+            agreement = record["results"][key]["signals"]["agreement"]
+            assert agreement is None or agreement in (1 / 3, 2 / 3, 1.0) or round(agreement, 4) in (0.3333, 0.6667)
+    # the two temperatures draw different samples (same seed): their answers or signals differ somewhere
+    assert any(r["results"][sc[0]]["signals"] != r["results"][sc[1]]["signals"] for r in records)
+    with pytest.raises(Exception, match="temperature"):
+        Config(variant, "greedy", 8, temperature=0.5)
+    assert Config.from_key(sc[0]).temperature == 0.3 and Config.from_key(sc[0]).key == sc[0]

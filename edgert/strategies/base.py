@@ -50,6 +50,9 @@ class Config:
     n: int = 1
     think_tokens: int = 0
     threads: Optional[int] = None  # None: the runtime's default thread count
+    #: sampling temperature of a multi-sample strategy (None: SAMPLE_TEMPERATURE); calibration
+    #: measures several, so each model votes at the setting that suits it
+    temperature: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.strategy not in Strategy.registry:
@@ -62,27 +65,47 @@ class Config:
         if family.uses_thinking != (self.think_tokens > 0):
             thinking = [name for name, cls in Strategy.registry.items() if cls.uses_thinking]
             raise UsageError(f"a thinking budget belongs to the {'/'.join(thinking)} strategy only (and it needs one)")
+        if self.temperature is not None:
+            if not family.multi_sample:
+                raise UsageError(f"strategy {self.strategy} decodes at temperature 0; a temperature belongs to the "
+                                 "sampling strategies")
+            if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or \
+                    not 0 < self.temperature <= 2:
+                raise UsageError(f"a sampling temperature must be within (0, 2], found {self.temperature!r}")
+
+    @property
+    def sample_temperature(self) -> float:
+        """The temperature the samples are drawn at."""
+        return SAMPLE_TEMPERATURE if self.temperature is None else float(self.temperature)
 
     @property
     def key(self) -> str:
         """Identifies the configuration in the accuracy table (threads excluded: they change
         speed and power, not answers)."""
-        return f"{self.variant}|{self.strategy}|n{self.n}|t{self.think_tokens}|a{self.answer_tokens}"
+        key = f"{self.variant}|{self.strategy}|n{self.n}|t{self.think_tokens}|a{self.answer_tokens}"
+        return key if self.temperature is None else f"{key}|T{self.temperature:g}"
 
     @classmethod
     def from_key(cls, key: str) -> "Config":
         """The configuration a ``key`` names (the inverse of ``key``)."""
         try:
-            variant, strategy_name, n, t, a = key.split("|")
-            return cls(variant, strategy_name, int(a[1:]), n=int(n[1:]), think_tokens=int(t[1:]))
+            parts = key.split("|")
+            variant, strategy_name, n, t, a = parts[:5]
+            if len(parts) > 6 or (len(parts) == 6 and not parts[5].startswith("T")):
+                raise ValueError(key)
+            temperature = float(parts[5][1:]) if len(parts) == 6 else None
+            return cls(variant, strategy_name, int(a[1:]), n=int(n[1:]), think_tokens=int(t[1:]), temperature=temperature)
         except ValueError:
-            raise UsageError(f"a configuration key looks like 'variant|strategy|nN|tT|aA', found {key!r}") from None
+            raise UsageError(f"a configuration key looks like 'variant|strategy|nN|tT|aA' (and '|Ttemperature' for "
+                             f"sampling strategies), found {key!r}") from None
 
     @property
     def label(self) -> str:
         parts = [self.variant, self.strategy + (f"x{self.n}" if self.n > 1 else "")]
         if self.think_tokens:
             parts.append(f"think {self.think_tokens}")
+        if self.temperature is not None:
+            parts.append(f"T={self.temperature:g}")
         parts.append(f"answer {self.answer_tokens}")
         if self.threads:
             parts.append(f"{self.threads} thread" + ("s" if self.threads != 1 else ""))
@@ -93,7 +116,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: Dict[str, object]) -> "Config":
-        return cls(**{k: data[k] for k in ("variant", "strategy", "answer_tokens", "n", "think_tokens", "threads") if k in data})
+        fields = ("variant", "strategy", "answer_tokens", "n", "think_tokens", "threads", "temperature")
+        return cls(**{k: data[k] for k in fields if k in data})
 
 
 @dataclass(frozen=True)
@@ -220,17 +244,21 @@ class Draws:
                  seed: int):
         self.runner, self.prompt_ids, self.spec = runner, prompt_ids, spec
         self.answer_tokens, self.n, self.seed = answer_tokens, n, seed
+        self._samples: Dict[float, List[Prefix]] = {}
 
     @functools.cached_property
     def greedy(self) -> Prefix:
         params = SamplingParams(max_tokens=self.answer_tokens, stop=self.spec.stop)
         return Prefix(self.runner, self.runner.generate_ids(self.prompt_ids, params), self.spec.stop)
 
-    @functools.cached_property
-    def samples(self) -> List[Prefix]:
-        params = SamplingParams(max_tokens=self.answer_tokens, temperature=SAMPLE_TEMPERATURE, top_p=SAMPLE_TOP_P,
-                                seed=self.seed, stop=self.spec.stop)
-        return [Prefix(self.runner, s, self.spec.stop) for s in self.runner.generate_many(self.prompt_ids, self.n, params)]
+    def samples(self, temperature: float = SAMPLE_TEMPERATURE) -> List[Prefix]:
+        """``n`` samples at ``temperature`` (drawn once per temperature)."""
+        if temperature not in self._samples:
+            params = SamplingParams(max_tokens=self.answer_tokens, temperature=temperature, top_p=SAMPLE_TOP_P,
+                                    seed=self.seed, stop=self.spec.stop)
+            self._samples[temperature] = [Prefix(self.runner, s, self.spec.stop)
+                                          for s in self.runner.generate_many(self.prompt_ids, self.n, params)]
+        return self._samples[temperature]
 
 
 class Strategy:
@@ -273,7 +301,8 @@ class Strategy:
         if self.uses_thinking:
             return [Config(variant, self.name, answer_tokens, think_tokens=t) for t in grid.think_tokens]
         if self.multi_sample:
-            return [Config(variant, self.name, answer_tokens, n=n) for n in grid.ns]
+            temperatures = getattr(grid, "temperatures", ()) or (None,)
+            return [Config(variant, self.name, answer_tokens, n=n, temperature=t) for t in temperatures for n in grid.ns]
         return [Config(variant, self.name, answer_tokens)]
 
     def replay(self, draws: Draws, grid, variant: str) -> Iterator[Trial]:
@@ -288,7 +317,7 @@ class Strategy:
     def _sampling(config: Config, spec: AnswerSpec, seed: Optional[int], greedy: bool) -> SamplingParams:
         if greedy:
             return SamplingParams(max_tokens=config.answer_tokens, temperature=0.0, stop=spec.stop)
-        return SamplingParams(max_tokens=config.answer_tokens, temperature=SAMPLE_TEMPERATURE, top_p=SAMPLE_TOP_P,
+        return SamplingParams(max_tokens=config.answer_tokens, temperature=config.sample_temperature, top_p=SAMPLE_TOP_P,
                               seed=seed if seed is not None else 0, stop=spec.stop)
 
 

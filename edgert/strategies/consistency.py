@@ -48,11 +48,10 @@ class SelfConsistency(Strategy):
 
     def replay(self, draws: Draws, grid, variant: str) -> Iterator[Trial]:
         for a in grid.answer_tokens:
-            evidence = [s.evidence(a, draws.spec) for s in draws.samples]
-            scores = [s.score(a) for s in draws.samples]
-            tokens = [s.tokens(a) for s in draws.samples]
             for config in self.grid_configs(grid, variant, a):
-                yield self._trial(config, evidence[:config.n], scores[:config.n], tokens[:config.n])
+                samples = draws.samples(config.sample_temperature)[:config.n]
+                evidence = [s.evidence(a, draws.spec) for s in samples]
+                yield self._trial(config, evidence, [s.score(a) for s in samples], [s.tokens(a) for s in samples])
 
     def _trial(self, config, evidence: List[Evidence], scores, tokens) -> Trial:
         winner = vote([e.answer for e in evidence], scores)[0]
