@@ -57,6 +57,17 @@ class RuntimeResult:
     def tokens_out(self) -> int:
         return sum(s.tokens_out for s in self.samples) if self.samples else self.generation.tokens_out
 
+    def trace_record(self) -> Dict[str, object]:
+        """The decision record a runtime's JSONL trace keeps for this request."""
+        return {
+            "variant": self.variant, "config": self.config, "plan": self.plan, "answer": self.answer,
+            "finish_reason": self.finish_reason, "deadline_s": self.deadline_s, "deadline_met": self.deadline_met,
+            "latency_ms": round(self.latency_ms, 2), "load_ms": round(self.load_ms, 2),
+            "tokens_in": self.generation.tokens_in, "tokens_out": self.tokens_out, "samples": len(self.samples),
+            "threads": self.threads, "energy_j": None if self.energy_j is None else round(self.energy_j, 4),
+            "energy_provenance": self.energy_provenance, "stages": self.stages,
+        }
+
     def to_dict(self) -> Dict[str, object]:
         g = self.generation
         return {

@@ -7,8 +7,17 @@ the answer with telemetry. Observed step times update the latency model online, 
 device that slows down (throttling, a busy CPU, a lower power mode) gets smaller plans.
 Each request can append a decision record to a JSONL trace.
 
+When the plan is a per-prompt policy (``edgert.policies``), the runtime answers with its
+first configuration, reads the answer's confidence, and escalates to the second only when
+the answer is unsure and the second stage is predicted to finish in the time left;
+otherwise, or when the second stage produces no answer by the deadline, the first answer
+stands. Each stage is recorded in the result (``stages``) and the trace.
+
 Without ``strategy`` the runtime simply generates with the given variant and sampling
 settings (the deadline still holds).
+
+(Over 400 lines: one request's whole path — planning, loading within the deadline, the
+stages of a policy, power, energy and the trace — reads best in one place.)
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .answers import AnswerSpec
 from .calibrate import task_set_for
@@ -215,6 +224,14 @@ class Runtime:
             )
         return load_ms
 
+    def _ready(self, name: str, threads: int, deadline: Deadline) -> Tuple[Runner, float]:
+        """The runner of ``name`` at ``threads``, loaded within the deadline; and the load time."""
+        load_ms = self._load_within(name, deadline)
+        runner = self._runners[name]
+        if runner.n_threads != threads:
+            runner.set_threads(threads)
+        return runner, load_ms
+
     # ---------------------------------------------------------------- one request
     def _execute(self, request: Request, deadline: Deadline, cancel: CancelToken, on_token) -> RuntimeResult:
         """Choose the configuration (plan, a named strategy, or none), ensure its runner, run
@@ -228,16 +245,14 @@ class Runtime:
             config, plan_dict, prepared, policy = self._plan(request, deadline)
         elif request.strategy is not None:
             config = get_strategy(request.strategy).default_config(self.variant(request.variant).name,
-                                                                   request.max_tokens, request.n, request.think_tokens)
+                                                                   request.max_tokens, request.n, request.think_tokens,
+                                                                   request.temperature)
         name = config.variant if config is not None else self.variant(request.variant).name
         setting, warnings = self._apply_power(request.power_w) if config is not None else (None, [])
         meter = self._meter()
         if config is None:  # plain: the request's own sampling settings, streamed
-            load_ms = self._load_within(name, deadline)
-            runner = self._runners[name]
             threads = self.n_threads
-            if runner.n_threads != threads:
-                runner.set_threads(threads)
+            runner, load_ms = self._ready(name, threads, deadline)
             result = runner.generate(request.prompt, request.sampling, deadline=deadline, on_token=on_token,
                                      cancel=cancel, chat=request.chat, system=request.system)
             outcome = StrategyOutcome(None, result.text, result.finish_reason, [result])
@@ -260,9 +275,9 @@ class Runtime:
                     load_ms += second.load_ms
                     if second.outcome.answer is not None:
                         name, config, ids, threads = policy.then.variant, policy.then, second.ids, second.threads
-                        outcome = _merged(second.outcome, outcome)
+                        outcome = second.outcome.merged_with(outcome)
                     else:
-                        outcome = _merged(outcome, second.outcome)
+                        outcome = outcome.merged_with(second.outcome)
         latency_ms = deadline.elapsed_s() * 1000
         measured = meter.stop() if meter is not None else None
         main = outcome.samples[-1] if outcome.samples else self._runners[name].empty_result(ids, "deadline", deadline)
@@ -281,7 +296,7 @@ class Runtime:
             parts = [self.latency.estimate_energy(v, t, ms) for v, t, ms in energy_parts]
             out.energy_j = None if any(j is None for j, _ in parts) else sum(j for j, _ in parts)
             out.energy_provenance = parts[0][1]
-        self._trace(out, plan_dict)
+        self._trace(out)
         return out
 
     def _stage(self, config: Config, request: Request, deadline: Deadline, cancel: CancelToken,
@@ -290,11 +305,8 @@ class Runtime:
         deadline) and learn from its step times."""
         started = deadline.elapsed_s()
         name = config.variant
-        load_ms = self._load_within(name, deadline)
-        runner = self._runners[name]
         threads = config.threads or self.n_threads
-        if runner.n_threads != threads:
-            runner.set_threads(threads)
+        runner, load_ms = self._ready(name, threads, deadline)
         if name not in prepared:
             prepared[name] = self._prepare(runner, request)
         ids, spec = prepared[name]
@@ -395,22 +407,13 @@ class Runtime:
         return meter
 
     # -------------------------------------------------------------------- trace
-    def _trace(self, result: RuntimeResult, plan: Optional[Dict[str, Any]]) -> None:
+    def _trace(self, result: RuntimeResult) -> None:
         self._requests += 1
         if self.trace_path is None:
             return
-        record = {
-            "time": time.time(), "request": self._requests, "variant": result.variant, "config": result.config,
-            "plan": plan, "answer": result.answer, "finish_reason": result.finish_reason,
-            "deadline_s": result.deadline_s, "deadline_met": result.deadline_met,
-            "latency_ms": round(result.latency_ms, 2), "load_ms": round(result.load_ms, 2),
-            "tokens_in": result.generation.tokens_in, "tokens_out": result.tokens_out,
-            "samples": len(result.samples), "threads": result.threads,
-            "energy_j": None if result.energy_j is None else round(result.energy_j, 4),
-            "energy_provenance": result.energy_provenance,
-            "corrections": {k: round(v, 4) for k, v in self.latency.corrections.items()},
-            "sigma": {k: round(v, 4) for k, v in self.latency.sigmas().items()},
-        }
+        record = {"time": time.time(), "request": self._requests, **result.trace_record(),
+                  "corrections": {k: round(v, 4) for k, v in self.latency.corrections.items()},
+                  "sigma": {k: round(v, 4) for k, v in self.latency.sigmas().items()}}
         self.trace_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.trace_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -432,9 +435,3 @@ class _Stage:
         return {"config": self.config.key, "answer": self.outcome.answer, "signals": self.signals,
                 "latency_ms": round(self.ms, 2), "finish_reason": self.outcome.finish_reason, "decision": decision}
 
-
-def _merged(kept: StrategyOutcome, other: StrategyOutcome) -> StrategyOutcome:
-    """``kept``'s answer with every sample of both stages (telemetry counts them all)."""
-    samples = other.samples + kept.samples if kept.samples else other.samples
-    return StrategyOutcome(kept.answer, kept.text, kept.finish_reason, samples, kept.votes, kept.forced,
-                           kept.thinking_text)

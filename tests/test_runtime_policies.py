@@ -57,7 +57,7 @@ def test_cascade_escalates_exactly_below_its_threshold(base_bundle, tmp_path):
     assert above.stages[0]["signals"]["lp_mean"] == pytest.approx(value)  # same prompt, greedy: same signal
     assert above.escalated and above.config["strategy"] == "sc" and len(above.samples) == 1 + 3
     assert not below.escalated and below.stages[0]["decision"] == "confident"
-    assert below.config["strategy"] == "greedy" and below.answer == first["answer"]
+    assert below.config["strategy"] == "greedy" and below.answer == first["answer"], (below.to_dict(), always.to_dict())
     data = above.to_dict()
     json.dumps(data)  # the stages are plain JSON for the trace and the server
     assert [s["config"] for s in data["stages"]] == [s["config"] for s in always.stages]

@@ -154,6 +154,12 @@ class StrategyOutcome:
         """Step times of the longest sample of each call (batched steps are shared)."""
         return [ms for s in self.samples for ms in s.decode_step_ms]
 
+    def merged_with(self, other: "StrategyOutcome") -> "StrategyOutcome":
+        """This outcome's answer with the samples of both (a cascade's two stages: telemetry
+        counts every sample; the answer's own samples come last)."""
+        return StrategyOutcome(self.answer, self.text, self.finish_reason, other.samples + self.samples, self.votes,
+                               self.forced, self.thinking_text)
+
     @property
     def steps(self) -> List[StepRecord]:
         """Every engine call's timing records, once each (batched samples share theirs)."""
@@ -290,11 +296,13 @@ class Strategy:
 
     @classmethod
     def default_config(cls, variant: str, max_tokens: int, n: Optional[int] = None,
-                       think_tokens: Optional[int] = None) -> Config:
+                       think_tokens: Optional[int] = None, temperature: Optional[float] = None) -> Config:
         """The configuration a caller means by naming this strategy (``max_tokens`` being
-        the answer budget; a thinking budget defaults to twice that)."""
+        the answer budget; a thinking budget defaults to twice that; a temperature above 0
+        sets a sampling strategy's, 0 or None leaves its default)."""
         return Config(variant, cls.name, max_tokens, n=(n or cls.DEFAULT_N) if cls.multi_sample else 1,
-                      think_tokens=(think_tokens or 2 * max_tokens) if cls.uses_thinking else 0)
+                      think_tokens=(think_tokens or 2 * max_tokens) if cls.uses_thinking else 0,
+                      temperature=temperature if cls.multi_sample and temperature else None)
 
     def grid_configs(self, grid, variant: str, answer_tokens: int) -> List[Config]:
         """The configurations of this strategy that calibration measures at one answer budget."""
