@@ -44,7 +44,7 @@ from edgert.profiler.measure import profile_device  # noqa: E402
 from edgert.profiler.profile import DeviceProfile  # noqa: E402
 from edgert.devices.cpu import default_threads  # noqa: E402
 from edgert.runtime import Runtime  # noqa: E402
-from edgert.tasks import load_tasks  # noqa: E402
+from edgert.tasks import load_tasks, score  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -55,20 +55,16 @@ def run_static(rt: Runtime, task, config, task_set: str):
     rt.forget_cache()
     r = rt.generate(task.prompt, strategy=config.strategy, variant=config.variant, max_tokens=config.answer_tokens,
                     n=config.n, think_tokens=config.think_tokens or None, task_set=task_set, seed=0)
-    from edgert.answers import is_correct
-
     return {"config": config.key, "task": task.id, "latency_ms": r.latency_ms, "answer": r.answer,
-            "correct": bool(is_correct(r.answer, task.answer, task.type)), "energy_j": r.energy_j,
+            "correct": score(task, r.answer), "energy_j": r.energy_j,
             "tokens_out": r.tokens_out}
 
 
 def run_planner(rt: Runtime, task, deadline_s: float, task_set: str):
-    from edgert.answers import is_correct
-
     rt.forget_cache()
     r = rt.generate(task.prompt, deadline_s=deadline_s, strategy="auto", task_set=task_set, seed=0)
     return {"deadline_s": deadline_s, "task": task.id, "latency_ms": r.latency_ms, "met": bool(r.deadline_met),
-            "answer": r.answer, "correct": bool(is_correct(r.answer, task.answer, task.type)), "config": r.config,
+            "answer": r.answer, "correct": score(task, r.answer), "config": r.config,
             "feasible": r.plan["feasible"], "energy_j": r.energy_j, "finish": r.finish_reason,
             "overshoot_ms": r.latency_ms - deadline_s * 1000, "planning_ms": r.plan["planning_ms"]}
 

@@ -33,7 +33,7 @@ from .bundle import Bundle, update_manifest
 from .errors import UsageError
 from .fileio import atomic_write_bytes
 from .progress import Progress
-from .answers import is_correct
+from .tasks import score
 from .planner import wilson_interval
 from .devices.cpu import default_threads
 from .runners.registry import open_runner
@@ -80,7 +80,7 @@ def run_task(runner: Runner, variant: str, task, task_set, grid: Grid, seed: int
         if name not in grid.strategies:
             continue
         for trial in strategy(name).replay(draws, grid, variant):
-            out[trial.config.key] = {"answer": trial.answer, "correct": bool(is_correct(trial.answer, task.answer, task.type)),
+            out[trial.config.key] = {"answer": trial.answer, "correct": score(task, trial.answer),
                                      "samples": trial.samples, "tokens": trial.tokens, "steps": trial.steps}
     return out
 

