@@ -22,8 +22,10 @@ seed of the same datasets.
 
 Answer types: a task is "number" when its gold answer is a number already in edgert's
 canonical form (``answers.normalize_answer``: "42", "-4", "0.3125"), since that is the form
-edgert's extracted answer takes when it reaches the verifier; anything else is "text" (the
-verifier then sees edgert's normalized text: lower case, no punctuation).
+edgert's extracted answer takes when it reaches the verifier (every rg:mix verifier accepts it;
+tests/test_tasks_rg.py checks); anything else is "text", and the verifier then sees edgert's
+normalized text (lower case, no punctuation), so a case-sensitive verifier counts some right
+answers wrong (calendar_arithmetic scores "wednesday" 0.05 against "Wednesday").
 
 reasoning-gym (``pip install 'edgert[tasks]'``) is imported only here and only when a set is
 generated or an answer verified: parsing a saved set, planning and the runtime never need it.
