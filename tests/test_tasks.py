@@ -125,7 +125,7 @@ def test_load_rejects_bad_lines_with_one_line_messages(tmp_path, record, message
 
 
 def test_load_rejects_missing_and_empty_sources(tmp_path):
-    with pytest.raises(UsageError, match=r"one of arithmetic, facts or a JSONL file; found 'nope' \(no such file\)"):
+    with pytest.raises(UsageError, match=r"one of arithmetic, facts, a JSONL file or rg:<dataset>\[:key=value,\.\.\.\] .*; found 'nope' \(no such file\)"):
         load_tasks("nope")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n  \n")

@@ -10,6 +10,11 @@ A task set is a JSONL file, one task per line::
 out: the task is then named after the file and its line, ``<file stem>-<line number>``
 (stable while the file is unchanged). Two sets ship with edgert (made by
 ``edgert.tasks.generate``): "arithmetic" and "facts".
+
+``rg:<dataset>[:key=value,...]`` and ``rg:mix`` generate a set with reasoning-gym (the
+``tasks`` extra; see ``edgert.tasks.rg``). Its tasks carry ``source`` (the dataset and options)
+and ``entry`` (reasoning-gym's item), so ``score`` uses the dataset's own verifier, also on a
+saved copy of the set.
 """
 
 from __future__ import annotations
@@ -17,22 +22,23 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..answers import ANSWER_TYPES, AnswerSpec, choice_letters, is_number, normalize_answer
+from ..answers import ANSWER_TYPES, AnswerSpec, choice_letters, is_correct, is_number, normalize_answer
 from ..chat_template import ThinkingFormat
 from ..errors import UsageError
 from ..runners.base import Runner
+from . import rg
 
 BUILTIN_TASK_SETS = ("arithmetic", "facts")
 SPLITS = ("test", "shot")
 REQUIRED_KEYS = ("id", "prompt", "answer", "type")
 #: keys a line may leave out although REQUIRED_KEYS names them: a missing id is the line number
 NUMBERED_KEYS = ("id",)
-OPTIONAL_KEYS = ("choices", "pattern", "split")
+OPTIONAL_KEYS = ("choices", "pattern", "split", "source", "entry")
 
 #: the instruction that ends a chat prompt, per answer type
 CHAT_INSTRUCTIONS = {
@@ -54,6 +60,10 @@ class Task:
     choices: Tuple[str, ...] = ()
     pattern: Optional[str] = None
     split: str = "test"  # "shot": a few-shot example, not scored
+    #: where a generated task came from ("rg:<dataset>[:options]") and its item there (JSON),
+    #: for the source's own verifier (``score``); None for tasks written by hand
+    source: Optional[str] = None
+    entry: Optional[Dict[str, Any]] = field(default=None, hash=False)
 
     def to_json(self) -> dict:
         """The JSONL record of this task (optional keys only when set)."""
@@ -64,6 +74,9 @@ class Task:
             record["pattern"] = self.pattern
         if self.split != "test":
             record["split"] = self.split
+        if self.source is not None:
+            record["source"] = self.source
+            record["entry"] = self.entry
         return record
 
 
@@ -88,22 +101,30 @@ def builtin_task_sets() -> List[str]:
 
 def task_set_name(source: Union[str, os.PathLike]) -> str:
     """The name a task set goes by: a JSONL file is named by its stem (``my.jsonl`` is ``my``,
-    as calibration stores its rows); a builtin or a bare name is itself."""
+    as calibration stores its rows); an ``rg:`` spec is named by its dataset, options, seed and
+    size (``rg:mix:seed=1`` is ``rg-mix-seed1-size40``); a builtin or a bare name is itself."""
     text = str(source)
     if text in BUILTIN_TASK_SETS:
         return text
+    if rg.is_spec(text):
+        return rg.spec_name(text)
     return Path(text).stem if text.endswith(".jsonl") or os.sep in text or Path(text).is_file() else text
 
 
 def load_tasks(source: Union[str, os.PathLike]) -> TaskSet:
-    """Load a builtin task set by name, or a JSONL file, validating every line."""
+    """Load a builtin task set by name, a JSONL file, or generate an ``rg:`` spec's set (with
+    reasoning-gym), validating every task."""
     if isinstance(source, str) and source in BUILTIN_TASK_SETS:
         resource = resources.files(__package__).joinpath(f"{source}.jsonl")
         return TaskSet(source, parse_tasks(resource.read_text(encoding="utf-8"), f"{source}.jsonl"))
+    if rg.is_spec(source):
+        name, records = rg.generate(source)
+        return TaskSet(name, parse_tasks("".join(json.dumps(r) + "\n" for r in records), source))
     path = Path(source)
     if not path.is_file():
         raise UsageError(
-            f"task set must be one of {', '.join(BUILTIN_TASK_SETS)} or a JSONL file; found {str(source)!r} (no such file)"
+            f"task set must be one of {', '.join(BUILTIN_TASK_SETS)}, a JSONL file or {rg.SYNTAX}; "
+            f"found {str(source)!r} (no such file)"
         )
     try:
         text = path.read_text(encoding="utf-8")
@@ -187,6 +208,16 @@ def _parse_line(line: str, at: str, default_id: str) -> Task:
             raise UsageError(f"{at}: expected 'pattern' to be a valid regular expression; found {_short(pattern)} ({exc})") from None
     elif pattern is not None:
         raise UsageError(f"{at}: expected 'pattern' only on regex tasks; found it on a {kind} task")
+    source, entry = record.get("source"), record.get("entry")
+    if (source is None) != (entry is None):
+        raise UsageError(f"{at}: expected 'source' and 'entry' together; found only {'source' if entry is None else 'entry'}")
+    if source is not None:
+        try:
+            rg.check_source(source)
+        except UsageError as exc:
+            raise UsageError(f"{at}: {exc}") from None
+        if not isinstance(entry, dict) or "answer" not in entry:
+            raise UsageError(f"{at}: expected 'entry' to be the source's item, an object with an 'answer'; found {_short(entry)}")
     return Task(
         id=record["id"],
         prompt=record["prompt"],
@@ -195,7 +226,23 @@ def _parse_line(line: str, at: str, default_id: str) -> Task:
         choices=tuple(choices),
         pattern=pattern,
         split=split,
+        source=source,
+        entry=entry,
     )
+
+
+def score(task: Task, answer: Optional[str]) -> bool:
+    """Whether ``answer``, an extracted answer as ``AnswerSpec.extract`` gives it (None: none
+    found), is right for ``task``. A task with a ``source`` is scored by that source's own
+    verifier (right when reasoning-gym's ``score_answer(answer, entry)`` is 1.0; partial credit
+    counts as wrong); any other by ``answers.is_correct`` against its gold answer and type."""
+    if not isinstance(task, Task):
+        raise UsageError(f"expected a Task; found {type(task).__name__}")
+    if answer is None:
+        return False
+    if task.source is not None:
+        return rg.verify(task.source, task.entry or {}, answer) >= 1.0
+    return is_correct(answer, task.answer, task.type)
 
 
 def _question_block(task: Task) -> str:
