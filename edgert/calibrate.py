@@ -39,7 +39,7 @@ from .devices.cpu import default_threads
 from .runners.registry import open_runner
 from .runners.base import Runner
 from .strategies import Config, Draws, Strategy, strategy, task_seed
-from .tasks import BUILTIN_TASK_SETS, TaskSet, load_tasks, parse_tasks, prepare_task, score, task_set_name
+from .tasks import BUILTIN_TASK_SETS, TaskSet, is_generated, load_tasks, parse_tasks, prepare_task, score, task_set_name
 
 
 CALIBRATION_DIR = "calibration"
@@ -103,11 +103,14 @@ def saved_task_set_path(bundle: Bundle, task_set_name: str) -> Path:
 
 def task_set_for(bundle: Bundle, source: str) -> TaskSet:
     """The task set a request or a plan names: a builtin name, the name of a task set this
-    bundle was calibrated on, or a JSONL file (named by its file's stem, as calibration names it)."""
-    if source not in BUILTIN_TASK_SETS and task_set_name(source) == source:  # a bare name, not a file
-        saved = saved_task_set_path(bundle, source)
+    bundle was calibrated on, an ``rg:`` spec (the bundle's saved copy when it has one, so a
+    device needs no reasoning-gym), or a JSONL file (named by its file's stem, as calibration
+    names it; read afresh, as the user may have changed it)."""
+    name = task_set_name(source)
+    if source not in BUILTIN_TASK_SETS and (name == source or is_generated(source)):  # not a file
+        saved = saved_task_set_path(bundle, name)
         if saved.is_file():
-            return TaskSet(source, parse_tasks(saved.read_text(encoding="utf-8"), str(saved)))
+            return TaskSet(name, parse_tasks(saved.read_text(encoding="utf-8"), str(saved)))
     return load_tasks(source)
 
 

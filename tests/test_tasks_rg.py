@@ -244,3 +244,8 @@ def test_calibration_on_an_rg_set_scores_with_the_verifier_and_saves_a_usable_co
     assert saved_task_set_path(bundle, tasks.name).is_file()
     assert task_set_for(Bundle.open(root), tasks.name).tasks == tasks.tasks
     assert task_set_for(Bundle.open(root), "rg:mix:seed=3,size=3").tasks == tasks.tasks
+    # ... and by its spec, on a device without reasoning-gym
+    monkeypatch.setitem(sys.modules, "reasoning_gym", None)
+    assert task_set_for(Bundle.open(root), "rg:mix:seed=3,size=3").tasks == tasks.tasks
+    with pytest.raises(UsageError, match="edgert\\[tasks\\]"):  # a set it was not calibrated on must be generated
+        task_set_for(Bundle.open(root), "rg:mix:seed=4,size=3")

@@ -111,6 +111,11 @@ def task_set_name(source: Union[str, os.PathLike]) -> str:
     return Path(text).stem if text.endswith(".jsonl") or os.sep in text or Path(text).is_file() else text
 
 
+def is_generated(source: Union[str, os.PathLike]) -> bool:
+    """Whether ``source`` names a generated task set (an ``rg:`` spec) rather than a file or name."""
+    return rg.is_spec(str(source))
+
+
 def load_tasks(source: Union[str, os.PathLike]) -> TaskSet:
     """Load a builtin task set by name, a JSONL file, or generate an ``rg:`` spec's set (with
     reasoning-gym), validating every task."""
