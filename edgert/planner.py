@@ -251,6 +251,7 @@ def plan(
     base_cache: Dict[tuple, float] = {}
     candidates: List[Candidate] = []
     priced: Dict[tuple, Candidate] = {}  # (config key, threads) -> its candidate, for the policies
+    scaling: Dict[tuple, tuple] = {}  # (variant, threads) -> at_threads(...)
     by_key = {e.config.key: e for e in entries}
 
     def price(entry: AccuracyEntry, t: Optional[int], cached: bool = False) -> Tuple[float, float, bool]:
@@ -261,7 +262,9 @@ def plan(
             length = (prompt_tokens or {}).get(name, limits.prompt_tokens)
             base_cache[key] = predict_latency_ms(profile, entry.config, length, entry.steps_share,
                                                  cached_tokens=length if cached else 0)
-        scale, power, scaled = at_threads(profile, name, t)
+        if (name, t) not in scaling:
+            scaling[(name, t)] = at_threads(profile, name, t)
+        scale, power, scaled = scaling[(name, t)]
         correction = corrections.get(f"{name}@{t}", corrections.get(name, 1.0))
         latency = base_cache[key] * scale * correction + (0.0 if cached else extra_ms.get(name, 0.0))
         estimated = scaled or prior or profile.variant(name).energy.get("provenance") != "measured"
@@ -306,7 +309,7 @@ def plan(
                 priced[(first.config.key, t)].config, row["accuracy"], row["ci_low"], row["ci_high"], row["total"],
                 lat1 + share * lat2, bound, power, energy, est1 or est2,
                 problems_of([first.config.variant, then.config.variant], bound, power, energy),
-                policy=policy.with_threads(t), escalated_share=share, then_latency_ms=lat2,
+                policy=policy, escalated_share=share, then_latency_ms=lat2,
                 then_bound_ms=lat2 * (1 + z * sigma[then.config.variant])))
 
     feasible = [c for c in candidates if c.feasible]
@@ -317,6 +320,8 @@ def plan(
         reason = f"highest expected accuracy of {len(feasible)} feasible configurations"
     else:
         choice, reason = _fallback(candidates, limits, excluded)
+    if choice.policy is not None:  # both stages run at the chosen thread count
+        choice.policy = choice.policy.with_threads(choice.config.threads)
     frontier = pareto_frontier([c for c in candidates if not _fails_other_than_deadline(c)])
     return Plan(choice, bool(feasible), reason, candidates, frontier, limits, sigma,
                 (time.perf_counter() - started) * 1000)

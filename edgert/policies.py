@@ -23,6 +23,7 @@ escalation that the plan relies on fits by construction.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -87,10 +88,15 @@ class Cascade:
     @classmethod
     def from_dict(cls, row: Mapping[str, object]) -> "Cascade":
         try:
-            return cls(Config.from_key(str(row["first"])), Config.from_key(str(row["then"])), str(row["signal"]),
-                       float(row.get("threshold", 0.0)))  # type: ignore[arg-type]
+            return _parsed(str(row["first"]), str(row["then"]), str(row["signal"]), float(row.get("threshold", 0.0)))  # type: ignore[arg-type]
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"a policy row needs first, then, signal and threshold; found {dict(row)!r} ({exc})") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(first: str, then: str, signal: str, threshold: float) -> Cascade:
+    """A policy row's cascade (the planner reads the same rows on every request)."""
+    return Cascade(Config.from_key(first), Config.from_key(then), signal, threshold)
 
 
 def _threads(config: Config, threads: Optional[int]) -> Config:

@@ -214,7 +214,7 @@ def test_demo_renders_every_step_and_the_legend_only_when_needed(tmp_path, fakes
                  "4/4 answering held-out questions"):
         assert line in result.stderr
     assert "answers under deadlines" in result.stdout and "planner's choice" in result.stdout
-    assert "greedy answer 24 2 threads" in result.stdout and "Q3:" in result.stdout and "Q4:" not in result.stdout
+    assert "greedy answer 24 2 threads" in result.stdout and "Q5:" in result.stdout and "Q6:" not in result.stdout
     assert "…" not in result.output
     assert "no*" not in result.output  # no row is marked, so no legend
     assert "energy: estimated from the TDP" in result.stderr

@@ -77,7 +77,7 @@ def fakes(tmp_path, monkeypatch):
 
     def calibrate(bundle, tasks, grid, limit, threads, progress):
         calls["calibrate"] += 1
-        assert tasks.name == "arithmetic" and limit == demo.CALIBRATION_TASKS
+        assert tasks.name == demo.load_tasks(demo.TASK_SET).name and limit == demo.CALIBRATION_TASKS
         if progress:
             progress("calibrating", 0, 1)
         return [{"variant": v.name, "strategy": "greedy", "n": 1, "think_tokens": 0, "answer_tokens": 24,
@@ -99,20 +99,24 @@ def test_demo_packs_profiles_calibrates_and_answers_in_order(tmp_path, fakes, ca
     result = demo.run_demo(bundle_dir, deadlines_s=(0.5, 1.5), power_w=8.0, threads=2,
                            progress=lambda *a: reports.append(a), on_event=events.append)
     kinds = [type(e).__name__ for e in events]
-    assert kinds == ["Packing", "BundleReady", "Profiling", "ProfileReady", "Calibrating", "Calibrated", "Answering",
-                     "DemoAnswer", "DemoAnswer", "DemoAnswer"]
-    assert [e.step for e in events] == [1, 1, 2, 2, 3, 3, 4, 4, 4, 4]
+    assert kinds == ["Packing", "BundleReady", "Profiling", "ProfileReady", "Calibrating", "Calibrated", "Answering"] + \
+        ["DemoAnswer"] * 5
+    assert [e.step for e in events] == [1, 1, 2, 2, 3, 3, 4] + [4] * 5
     assert [m.name for m in events[0].models] == list(demo.VARIANTS)
     assert events[2].cached is False and fakes == {"profile": 1, "calibrate": 1}
     assert {v.name for v in result.bundle.variants} == set(demo.VARIANTS.values())
     assert result.profile_path == tmp_path / "demo-bundle-profile.json" and result.profile_path.exists()
-    # each deadline alone, then the last one with the power limit; the planner chooses
-    assert [(a.number, a.deadline_s, a.power_w) for a in result.answers] == [(1, 0.5, None), (2, 1.5, None), (3, 1.5, 8.0)]
-    assert all(c["strategy"] == "auto" and c["task_set"] == "arithmetic" for c in FakeRuntime.calls)
-    held_out = [t.prompt for t in demo.load_tasks("arithmetic").test()[demo.CALIBRATION_TASKS:]]
-    assert [a.task.prompt for a in result.answers] == held_out[:3]
+    # two questions under each deadline alone, then one under the last with the power limit; the planner chooses
+    assert [(a.number, a.deadline_s, a.power_w) for a in result.answers] == \
+        [(1, 0.5, None), (2, 0.5, None), (3, 1.5, None), (4, 1.5, None), (5, 1.5, 8.0)]
+    tasks = demo.load_tasks(demo.TASK_SET)
+    assert all(c["strategy"] == "auto" and c["task_set"] == tasks.name for c in FakeRuntime.calls)
+    held_out = tasks.test()[demo.CALIBRATION_TASKS:]
+    assert [a.task.prompt for a in result.answers] == [t.prompt for t in held_out[:5]]
+    assert [c["answer_type"] for c in FakeRuntime.calls] == [t.type for t in held_out[:5]]
     answer = result.answers[0]
-    assert answer.feasible and answer.config.label == f"{answer.result.variant} greedy answer 24 2 threads"
+    assert answer.feasible and answer.choice == f"{answer.result.variant} greedy answer 24 2 threads"
+    assert answer.correct == (answer.task.answer == "7")
     assert not result.energy_measured
     assert ("copy smollm2-135m-q4_1" in {r[0] for r in reports}) and ("calibrating", 0, 1) in reports
     assert capsys.readouterr() == ("", "")  # the library never prints
@@ -128,10 +132,11 @@ def test_second_run_reuses_bundle_and_profile_unless_told(tmp_path, fakes):
     assert fakes["profile"] == 1 and fakes["calibrate"] == 2  # calibration resumes by itself
     demo.run_demo(bundle_dir, small_only=True, reprofile=True)
     assert fakes["profile"] == 2
-    # the bundle changes (a second variant): the cached profile no longer matches, so it is measured again
+    # the bundle changes (more variants): the cached profile no longer matches, so it is measured again
     events = []
     demo.run_demo(bundle_dir, on_event=events.append)
-    assert [m.name for m in next(e for e in events if isinstance(e, demo.Packing)).models] == ["gemma-3-270m"]
+    assert [m.name for m in next(e for e in events if isinstance(e, demo.Packing)).models] == \
+        ["gemma-3-270m", "qwen2.5-coder-0.5b-instruct"]
     assert next(e for e in events if isinstance(e, demo.Profiling)).cached is False and fakes["profile"] == 3
 
 
@@ -151,7 +156,16 @@ def test_profile_matches_only_the_variants_it_measured(tmp_path, fakes):
 def test_infeasible_plans_are_flagged_per_answer(tmp_path, fakes, monkeypatch):
     monkeypatch.setattr(FakeRuntime, "feasible", False)
     result = demo.run_demo(tmp_path / "b", small_only=True, deadlines_s=(1.0,))
-    assert [a.feasible for a in result.answers] == [False, False]
+    assert [a.feasible for a in result.answers] == [False, False, False]
+
+
+def test_an_answer_says_whether_its_cascade_escalated(tmp_path, fakes):
+    answer = demo.run_demo(tmp_path / "b", small_only=True, deadlines_s=(1.0,)).answers[0]
+    first, then = "s|greedy|n1|t0|a24", "q|bf|n1|t48|a24"
+    answer.result.stages = [{"config": first, "decision": "confident"}]
+    assert answer.choice == "s greedy answer 24; sure, not escalated"
+    answer.result.stages = [{"config": first, "decision": "escalated"}, {"config": then, "decision": "answered"}]
+    assert answer.choice == "s greedy answer 24; unsure, escalated to q bf think 48 answer 24"
 
 
 def test_demo_needs_a_deadline():

@@ -86,7 +86,6 @@ def test_escalation_never_breaks_the_deadline_under_a_slowed_runner(base_bundle,
             assert r.answer is not None  # never worse than the answer in hand
         if len(r.stages) > 1:
             assert r.answer in (r.stages[1]["answer"], first["answer"])
-    assert any(not r.escalated or r.stages[1]["finish_reason"] == "deadline" for r in results if r.stages)
 
 
 def test_a_plan_that_cannot_fit_both_stages_runs_one(base_bundle, tmp_path):

@@ -78,7 +78,7 @@ class Config:
         """The temperature the samples are drawn at."""
         return SAMPLE_TEMPERATURE if self.temperature is None else float(self.temperature)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """Identifies the configuration in the accuracy table (threads excluded: they change
         speed and power, not answers)."""
