@@ -200,7 +200,7 @@ def plot(summary: dict, path: Path) -> None:
     acc_ax.plot(d, [r["planner_accuracy"] for r in rows], "o-", label="planner (per-prompt policies)")
     acc_ax.fill_between(d, [r["planner_ci"][0] for r in rows], [r["planner_ci"][1] for r in rows], alpha=0.15)
     acc_ax.plot(d, [r["oracle_accuracy"] for r in rows], "s--", label="oracle static per deadline")
-    acc_ax.plot(d, [r["best_single_accuracy"] for r in rows], "^:", label=f"best single static")
+    acc_ax.plot(d, [r["best_single_accuracy"] for r in rows], "^:", label="best single static")
     hit_ax.plot(d, [r["planner_hit_rate"] for r in rows], "o-", label="planner")
     hit_ax.plot(d, [r["oracle_hit_rate"] for r in rows], "s--", label="oracle static")
     hit_ax.axhline(GOAL_HIT_RATE, color="tab:red", ls=":", lw=1, label=f"target {GOAL_HIT_RATE:.1%}")

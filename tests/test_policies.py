@@ -181,3 +181,15 @@ def test_second_stage_on_the_same_model_reuses_the_prompt(monkeypatch):
     sc = next(c for c in result.candidates if c.policy is None and c.config.strategy == "sc")
     cascade = next(c for c in result.candidates if c.policy is not None)
     assert cascade.then_latency_ms < sc.latency_ms - 0.5 * 5.0 * 150  # the 200-token prompt is not evaluated again
+
+
+def test_a_policy_must_beat_a_plain_configuration_by_more_than_one_task(monkeypatch):
+    profile = Profile({"small": 5.0, "big": 20.0})
+    monkeypatch.setattr("edgert.planner.thread_options", lambda p, v: {name: [None] for name in v})
+    monkeypatch.setattr("edgert.planner.at_threads", lambda p, v, t: (1.0, 10.0, False))
+    monkeypatch.setattr("edgert.planner.profile_sigma", lambda p, v: 0.05)
+    rows = table_rows(0.5, 0.7)
+    by_a_hair = plan(rows, profile, Limits(10.0, prompt_tokens=20), task_set="mix", policies=[policy_row(0.705, 0.9)])
+    assert by_a_hair.choice.policy is None and by_a_hair.choice.config.variant == "big"
+    clearly = plan(rows, profile, Limits(10.0, prompt_tokens=20), task_set="mix", policies=[policy_row(0.73, 0.9)])
+    assert clearly.choice.policy is not None and clearly.choice.accuracy == 0.73  # the reported accuracy is not lowered
