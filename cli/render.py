@@ -192,7 +192,7 @@ def policy_table(rows, title: str, limit: int = 8) -> Table:
                          overflow="fold")
     for r in rows[:limit]:
         rule = "always (anytime)" if r["signal"] == "always" else f"{r['signal']} < {r['threshold']:g}"
-        table.add_row(r["first"], r["then"], rule, f"{r['accuracy']:.1%}", f"{r['ci_low']:.0%}-{r['ci_high']:.0%}",
+        table.add_row(Config.from_key(r["first"]).label, Config.from_key(r["then"]).label, rule, f"{r['accuracy']:.1%}", f"{r['ci_low']:.0%}-{r['ci_high']:.0%}",
                       f"{r['escalated_share']:.0%}")
     return table
 
