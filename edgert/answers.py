@@ -12,7 +12,7 @@ import re
 import string
 from decimal import Decimal, InvalidOperation
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 from .chat_template import ThinkingFormat
 from .errors import UsageError
@@ -256,8 +256,13 @@ class AnswerSpec:
     pattern: Optional[str] = None
     stop: Tuple[str, ...] = ()
     thinking: Optional[ThinkingFormat] = None
+    #: the answer's required shape (an ``edgert.constraint.Constraint``): the answer phase is
+    #: decoded under it, and votes count only the samples that satisfy it
+    constraint: Any = None
 
     def extract(self, text: str) -> Optional[str]:
+        if self.kind is None and self.constraint is not None:
+            return text.strip() or None  # the whole constrained text is the answer (JSON may span lines)
         if self.kind is None:
             first = text.strip().splitlines()[0] if text.strip() else ""
             return normalize_answer(first, "text") if first else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 import functools
+import json
 import re
 import threading
 import time
@@ -56,9 +57,30 @@ def _strftime_now(fmt: str) -> str:
     return _dt.datetime.now().strftime(fmt)
 
 
+def _tojson(value: Any, ensure_ascii: bool = False, indent: Optional[int] = None,
+            separators: Any = None, sort_keys: bool = False) -> str:
+    """transformers' ``tojson`` filter (json.dumps, no HTML escaping), which tool-calling
+    templates use to print tool schemas and arguments."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
 def _one_line(text: Any, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: message keys passed to the template besides role and content (tool calling, as in
+#: OpenAI's messages and transformers' chat templates)
+TOOL_KEYS = ("tool_calls", "tool_call_id", "name")
+
+
+def message_ok(message: Any) -> bool:
+    """A message the templates can render: a role and text content (an assistant's tool
+    calls may come without content)."""
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        return False
+    content = message.get("content")
+    return isinstance(content, str) or (content is None and isinstance(message.get("tool_calls"), list))
 
 
 def to_messages(prompt: Prompt, system: Optional[str] = None) -> List[Message]:
@@ -68,12 +90,13 @@ def to_messages(prompt: Prompt, system: Optional[str] = None) -> List[Message]:
     else:
         messages = []
         for index, message in enumerate(prompt):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str) \
-                    or not isinstance(message.get("content"), str):
+            if not message_ok(message):
                 raise TemplateError(
                     f"message {index}: expected {{'role': str, 'content': str}}, found {_one_line(repr(message), 120)}"
                 )
-            messages.append({"role": message["role"], "content": message["content"]})
+            copy = {"role": message["role"], "content": message["content"]}
+            copy.update({k: message[k] for k in TOOL_KEYS if message.get(k) is not None})
+            messages.append(copy)
     if system is not None and not (messages and messages[0]["role"] == "system"):
         messages.insert(0, {"role": "system", "content": system})
     return messages
@@ -315,7 +338,9 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.timeout_s = timeout_s
-        env = _make_environment()(trim_blocks=True, lstrip_blocks=True)
+        # as transformers renders them: loop controls on, tojson without HTML escaping
+        env = _make_environment()(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+        env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
         self._env = env

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .answers import ANSWER_TYPES
-from .chat_template import Prompt
+from .chat_template import Prompt, message_ok
+from .constraint import Constraint
 from .errors import UsageError
 from .runners.types import SamplingParams, is_finite
 from .strategies import Strategy
@@ -48,6 +49,14 @@ class Request:
     ``think_tokens``, ``max_tokens`` being its answer budget.
     answer_type (number, choice, text, regex), choices, pattern: how answers are extracted
     and voted on. task_set: ask the question the way calibration asked that task set.
+    constraint: the answer's required shape (``edgert.constraint.Constraint``), decoded under
+    token masks; the result says whether it was met (``constraint_satisfied``), and if it was
+    not, ``fallback`` (a text) is returned instead when given.
+    tools: OpenAI-style tool definitions shown to the model through its chat template (the
+    server constrains a tool call's arguments with ``constraint``).
+    logit_bias, presence_penalty, frequency_penalty, top_logprobs: OpenAI's sampling fields.
+    completions: independent answers to return (OpenAI's ``n``; plain runs only), decoded
+    together over the shared prompt cache.
     started_at: ``time.monotonic()`` when the request arrived (a queue's wait counts).
     """
 
@@ -71,11 +80,20 @@ class Request:
     choices: Tuple[str, ...] = ()
     pattern: Optional[str] = None
     task_set: Optional[str] = None
+    constraint: Optional[Constraint] = None
+    fallback: Optional[str] = None
+    tools: Tuple[Dict[str, Any], ...] = ()
+    logit_bias: Optional[Dict[int, float]] = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    top_logprobs: int = 0
+    completions: int = 1
     started_at: Optional[float] = None
 
     def __post_init__(self) -> None:  # sequences given as lists become tuples (the request is frozen)
         object.__setattr__(self, "stop", tuple(self.stop or ()))
         object.__setattr__(self, "choices", tuple(self.choices or ()))
+        object.__setattr__(self, "tools", tuple(self.tools or ()))
 
     @property
     def planned(self) -> bool:
@@ -85,7 +103,9 @@ class Request:
     def sampling(self) -> SamplingParams:
         """The sampling settings of a plain run."""
         return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
-                              seed=self.seed, stop=self.stop, ignore_eos=self.ignore_eos)
+                              seed=self.seed, stop=self.stop, ignore_eos=self.ignore_eos, constraint=self.constraint,
+                              logit_bias=self.logit_bias, presence_penalty=self.presence_penalty,
+                              frequency_penalty=self.frequency_penalty, top_logprobs=self.top_logprobs)
 
     def with_(self, **changes) -> "Request":
         return replace(self, **changes)
@@ -108,7 +128,7 @@ class Request:
                 raise UsageError(f"{say(name)} must be a positive number of {name_unit(name)}, found {value!r}",
                                  field=name)
         choices = (AUTO, *Strategy.registry)
-        if self.strategy is not None and self.strategy not in choices:
+        if self.strategy is not None and (not isinstance(self.strategy, str) or self.strategy not in choices):
             raise UsageError(f"{say('strategy')} must be one of {', '.join(choices)}, found {self.strategy!r}",
                              field="strategy")
         if self.strategy is None:
@@ -128,6 +148,20 @@ class Request:
             if self.deadline_s is None:
                 raise UsageError(f"{say('strategy')} auto needs {say('auto_deadline')}", field="deadline_s")
         self.sampling.check()
+        if self.constraint is not None:
+            if not isinstance(self.constraint, Constraint):
+                raise UsageError(f"constraint must be an edgert.constraint.Constraint, found {type(self.constraint).__name__}",
+                                 field="constraint")
+            self.constraint.check()
+        if self.fallback is not None and not isinstance(self.fallback, str):
+            raise UsageError(f"fallback must be a text, found {type(self.fallback).__name__}", field="fallback")
+        if isinstance(self.completions, bool) or not isinstance(self.completions, int) or self.completions < 1:
+            raise UsageError(f"{say('completions')} must be a positive integer, found {self.completions!r}",
+                             field="completions")
+        if self.completions > 1 and self.strategy is not None:
+            raise UsageError(f"{say('completions')} > 1 returns independent answers of a plain run; with "
+                             f"{say('strategy')} {self.strategy} the samples are voted into one answer (use n / samples)",
+                             field="completions")
         for name in ("n", "think_tokens"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -158,8 +192,6 @@ def _check_prompt(prompt: Prompt, chat: bool) -> None:
         return
     if not chat:
         raise UsageError("a raw (non-chat) prompt must be a string, found a message list", field="prompt")
-    if not isinstance(prompt, (list, tuple)) or not prompt or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in prompt):
+    if not isinstance(prompt, (list, tuple)) or not prompt or not all(message_ok(m) for m in prompt):
         raise UsageError(f"prompt must be a string or a non-empty list of {{role, content}} messages, "
                          f"found {prompt!r:.80}", field="prompt")

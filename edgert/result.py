@@ -36,6 +36,14 @@ class RuntimeResult:
     warnings: List[str] = field(default_factory=list)
     #: a per-prompt policy's stages: {config, answer, signals, latency_ms, decision} each
     stages: List[Dict[str, Any]] = field(default_factory=list)
+    #: with a constraint: whether ``text`` is a complete, valid answer; whether the request's
+    #: fallback was returned instead of the generated text (None / False without a constraint)
+    constraint_satisfied: Optional[bool] = None
+    fallback_used: bool = False
+    #: what the constraint was (its kind and name), for telemetry
+    constraint: Optional[str] = None
+    #: independent answers of a plain run (``Request.completions`` > 1); the first is ``generation``
+    completions: List[GenerationResult] = field(default_factory=list)
 
     @property
     def escalated(self) -> bool:
@@ -66,6 +74,22 @@ class RuntimeResult:
             "tokens_in": self.generation.tokens_in, "tokens_out": self.tokens_out, "samples": len(self.samples),
             "threads": self.threads, "energy_j": None if self.energy_j is None else round(self.energy_j, 4),
             "energy_provenance": self.energy_provenance, "stages": self.stages,
+            "constraint": self.constraint_record(),
+        }
+
+    def constraint_record(self) -> Optional[Dict[str, object]]:
+        """What became of the request's constraint (None without one): whether it was met,
+        whether the fallback was returned, the mask time per token and the tokens appended to
+        close the structure without the model."""
+        if self.constraint is None:
+            return None
+        g = self.generation
+        masks = sorted(g.mask_ms)
+        return {
+            "kind": self.constraint, "satisfied": bool(self.constraint_satisfied), "fallback_used": self.fallback_used,
+            "closed_tokens": g.closed_tokens,
+            "mask_ms_median": round(masks[len(masks) // 2], 4) if masks else None,
+            "mask_ms_max": round(masks[-1], 4) if masks else None,
         }
 
     def to_dict(self) -> Dict[str, object]:
@@ -97,4 +121,5 @@ class RuntimeResult:
             "decode_step_ms": [round(x, 3) for x in g.decode_step_ms],
             "plan": self.plan,
             "stages": self.stages,
+            "constraint": self.constraint_record(),
         }

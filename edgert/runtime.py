@@ -26,7 +26,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -180,6 +180,10 @@ class Runtime:
         """The runner of the variant used last."""
         return self._runners.get(self._last) if self._last else None
 
+    def token_bytes(self, variant: str, token: int) -> bytes:
+        """A token's bytes in a loaded variant's vocabulary (for log-probabilities by token)."""
+        return self._runners[variant].token_bytes(token)
+
     def variant(self, name: Optional[str] = None) -> Variant:
         return self.bundle.variant(name or self.default_variant)
 
@@ -253,14 +257,22 @@ class Runtime:
         if config is None:  # plain: the request's own sampling settings, streamed
             threads = self.n_threads
             runner, load_ms = self._ready(name, threads, deadline)
-            result = runner.generate(request.prompt, request.sampling, deadline=deadline, on_token=on_token,
-                                     cancel=cancel, chat=request.chat, system=request.system)
+            if request.completions > 1:
+                ids = runner.encode(request.prompt, chat=request.chat, system=request.system, tools=request.tools)
+                completions = runner.generate_many(ids, request.completions, request.sampling, deadline=deadline,
+                                                   cancel=cancel)
+                result = completions[0]
+            else:
+                result = runner.generate(request.prompt, request.sampling, deadline=deadline, on_token=on_token,
+                                         cancel=cancel, chat=request.chat, system=request.system, tools=request.tools)
+                completions = []
             outcome = StrategyOutcome(None, result.text, result.finish_reason, [result])
             self.latency.observe(name, threads, outcome.steps)
             ids: List[int] = []
             stages: List[Dict[str, Any]] = []
             energy_parts = [(name, threads, deadline.elapsed_s() * 1000 - load_ms)]
         else:
+            completions = []
             stage = self._stage(config, request, deadline, cancel, prepared)
             outcome, ids, load_ms, threads = stage.outcome, stage.ids, stage.load_ms, stage.threads
             energy_parts = [(name, threads, stage.ms - stage.load_ms)]
@@ -286,8 +298,10 @@ class Runtime:
             load_ms=load_ms, generation=main, deadline_s=deadline.seconds, answer=outcome.answer,
             config=None if config is None else config.to_dict(), plan=plan_dict, samples=outcome.samples,
             votes=outcome.votes, forced=outcome.forced, threads=threads, power_setting=setting, warnings=warnings,
-            stages=stages,
+            stages=stages, completions=completions,
         )
+        if request.constraint is not None:
+            self._settle_constraint(out, request)
         if plan_dict is not None and not plan_dict["feasible"]:
             out.warnings.append(plan_dict["reason"])
         if measured is not None:
@@ -298,6 +312,21 @@ class Runtime:
             out.energy_provenance = parts[0][1]
         self._trace(out)
         return out
+
+    @staticmethod
+    def _settle_constraint(out: RuntimeResult, request: Request) -> None:
+        """Whether the answer meets the request's constraint (the sample it came from says);
+        one that does not is flagged, and replaced by the request's fallback if it has one."""
+        chosen = next((s for s in reversed(out.samples or [out.generation]) if s.text == out.text), out.generation)
+        out.constraint = request.constraint.describe()
+        out.constraint_satisfied = bool(chosen.constraint_satisfied)
+        if chosen is not out.generation:
+            out.generation = chosen
+        if not out.constraint_satisfied:
+            out.warnings.append("the answer does not satisfy the constraint"
+                                + ("; the request's fallback was returned" if request.fallback is not None else ""))
+            if request.fallback is not None:
+                out.text, out.answer, out.fallback_used = request.fallback, request.fallback, True
 
     def _stage(self, config: Config, request: Request, deadline: Deadline, cancel: CancelToken,
                prepared: Dict[str, tuple]) -> "_Stage":
@@ -337,14 +366,16 @@ class Runtime:
         way calibration asked it (chat models: with the answer instruction; base models:
         few-shot), so the accuracy the planner expects is the one measured."""
         if request.task_set is None:
-            ids = runner.encode(request.prompt, chat=request.chat, system=request.system)
+            ids = runner.encode(request.prompt, chat=request.chat, system=request.system, tools=request.tools)
             return ids, AnswerSpec(kind=request.answer_type, choices=request.choices, pattern=request.pattern,
-                                   stop=request.stop, thinking=ThinkingFormat.for_template(runner.chat_template_source))
+                                   stop=request.stop, thinking=ThinkingFormat.for_template(runner.chat_template_source),
+                                   constraint=request.constraint)
         tasks = self._task_set(request.task_set)
         kind = request.answer_type or (tasks.tasks[0].type if tasks.tasks else "text")
         task = Task(id="request", prompt=request.prompt, answer="", type=kind, choices=request.choices,
                     pattern=request.pattern)
-        return prepare_task(runner, task, tasks.shots(), request.stop)
+        ids, spec = prepare_task(runner, task, tasks.shots(), request.stop)
+        return ids, replace(spec, constraint=request.constraint)
 
     def _task_set(self, source: str) -> TaskSet:
         if source not in self._task_sets:

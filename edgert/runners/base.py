@@ -26,7 +26,8 @@ import numpy as np
 
 from ..chat_template import ChatTemplate, Prompt, to_messages
 from ..errors import EdgertError, RunnerStateError, UsageError
-from .sampling import StopDecoder, sample, top2_margin
+from .guidance import CLOSE_LOOKAHEAD, MAX_CLOSE_TOKENS, STEER_STEPS, Guide, GuidedSequence
+from .sampling import StopDecoder, TokenSampler, top2_margin
 from .types import (RETURN_MARGIN_S, CancelToken, Deadline, GenerationResult, SamplingParams,
                     StepRecord, TokenCallback)
 
@@ -86,6 +87,7 @@ class Runner(ABC):
         self.load_ms: Optional[float] = None
         self._last_step_s = 0.0  # median decode step of the last single-sequence request
         self._prefix_hit = 0  # prompt tokens the last prefill found already evaluated
+        self._guide: Optional[Guide] = None  # built on the first constrained request
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> "Runner":
@@ -136,8 +138,11 @@ class Runner(ABC):
     def chat_template_source(self) -> Optional[str]:
         return self._template.source if self._template is not None else None
 
-    def format_prompt(self, prompt: Prompt, chat: bool = True, system: Optional[str] = None) -> str:
-        """Apply the chat template to a prompt (string or messages), or pass raw text through."""
+    def format_prompt(self, prompt: Prompt, chat: bool = True, system: Optional[str] = None,
+                      tools: Optional[Sequence[dict]] = None) -> str:
+        """Apply the chat template to a prompt (string or messages), or pass raw text through.
+
+        tools: OpenAI-style tool definitions, given to the template as ``tools``."""
         self._require_loaded()
         if not chat:
             if not isinstance(prompt, str):
@@ -147,7 +152,8 @@ class Runner(ABC):
             if isinstance(prompt, str):
                 return prompt
             raise UsageError("this model has no chat template; pass a plain string prompt with chat=False")
-        return self._template.render(to_messages(prompt, system), add_generation_prompt=True)
+        extra = {"tools": list(tools)} if tools else {}
+        return self._template.render(to_messages(prompt, system), add_generation_prompt=True, **extra)
 
     def tokenize(self, text: str) -> List[int]:
         self._require_loaded()
@@ -167,6 +173,19 @@ class Runner(ABC):
     def _set_threads_impl(self, n_threads: int) -> None:
         raise EdgertError(f"{type(self).__name__} cannot change its thread count after loading")
 
+    def guide(self) -> Guide:
+        """This model's constrained-decoding tokenizer, built once (0.2-1 s) on first use."""
+        self._require_loaded()
+        if self._guide is None:
+            self._guide = self._guide_impl()
+        return self._guide
+
+    def _guide_impl(self) -> Guide:
+        raise EdgertError(f"{type(self).__name__} cannot decode with constraints")
+
+    def _guided(self, params: SamplingParams) -> Optional[GuidedSequence]:
+        return None if params.constraint is None else self.guide().sequence(params.constraint)
+
     def forget_cache(self) -> None:
         """Make the next prompt evaluate from scratch (prefix reuse off for one request)."""
         self._require_loaded()
@@ -183,10 +202,11 @@ class Runner(ABC):
             token.cancel()
 
     # ----------------------------------------------------------------- generation
-    def encode(self, prompt: Prompt, *, chat: bool = True, system: Optional[str] = None) -> List[int]:
+    def encode(self, prompt: Prompt, *, chat: bool = True, system: Optional[str] = None,
+               tools: Optional[Sequence[dict]] = None) -> List[int]:
         """The token ids a prompt becomes (chat template applied when ``chat``)."""
         self._require_loaded()
-        ids = self._tokenize_impl(self.format_prompt(prompt, chat=chat, system=system))
+        ids = self._tokenize_impl(self.format_prompt(prompt, chat=chat, system=system, tools=tools))
         if not ids:
             raise UsageError("the prompt is empty after tokenization")
         return ids
@@ -205,6 +225,11 @@ class Runner(ABC):
         if bos is not None and len(ids) >= 2 and ids[0] == ids[1] == bos:
             return ids[1:]
         return ids
+
+    def token_bytes(self, token: int) -> bytes:
+        """One token's bytes (a character may span tokens, so this is not always text)."""
+        self._require_loaded()
+        return self._detokenize_impl([int(token)])
 
     def detokenize(self, ids: Sequence[int]) -> str:
         self._require_loaded()
@@ -225,13 +250,14 @@ class Runner(ABC):
         cancel: Optional[CancelToken] = None,
         chat: bool = True,
         system: Optional[str] = None,
+        tools: Optional[Sequence[dict]] = None,
     ) -> GenerationResult:
         """Generate a completion, stopping at EOS, a stop string, max_tokens, the deadline
         or cancellation, whichever comes first. The deadline is checked before every decode
         step (a step predicted to overrun it is not started) and inside prompt evaluation.
         """
         self._require_loaded()
-        return self.generate_ids(self.encode(prompt, chat=chat, system=system), params,
+        return self.generate_ids(self.encode(prompt, chat=chat, system=system, tools=tools), params,
                                  deadline=deadline, on_token=on_token, cancel=cancel)
 
     def generate_ids(
@@ -324,16 +350,6 @@ class Runner(ABC):
         """The median decode step of the last single-sequence request, in seconds (0: none yet)."""
         return self._last_step_s
 
-    def _sample_next(self, logits: np.ndarray, params: SamplingParams, rng: np.random.Generator):
-        """Sample a token; with ignore_eos, end tokens are masked out and drawn again."""
-        token, logprob = sample(logits, params.temperature, params.top_p, rng)
-        if params.ignore_eos and self._is_end_impl(token):
-            logits = logits.copy()
-            while self._is_end_impl(token):
-                logits[token] = -np.inf
-                token, logprob = sample(logits, params.temperature, params.top_p, rng)
-        return token, logprob
-
     def _first_step_estimate_s(self, prefill_ms: float, evaluated: int) -> float:
         """What the first decode step of a request may take: the median step of earlier
         requests; before any, FIRST_STEP_PER_PREFILL_TOKEN x the prefill time per token (a
@@ -365,7 +381,9 @@ class Runner(ABC):
         started = time.perf_counter()
         should_abort = lambda: cancel.cancelled or deadline.remaining_s() <= RETURN_MARGIN_S  # noqa: E731
         max_new = min(params.max_tokens, (self.n_ctx - len(prompt_ids)) // n)
-        rngs = [np.random.default_rng(seed) for seed in seeds]
+        samplers = [TokenSampler(params, np.random.default_rng(seed), self._is_end_impl, self._guided(params))
+                    for seed in seeds]
+        guides = [sampler.guided for sampler in samplers]
         outs: List[List[int]] = [[] for _ in range(n)]
         logprobs: List[List[float]] = [[] for _ in range(n)]
         margins: List[Optional[float]] = [None] * n
@@ -376,7 +394,25 @@ class Runner(ABC):
         prefill_ms = 0.0
         self._prefix_hit = 0
 
+        def emit(i: int, token: int) -> bool:
+            """Append a token to sequence i and stream its text; True if a stop string ended it."""
+            outs[i].append(token)
+            piece, stopped = decoders[i].push(token)
+            if piece and on_token is not None:
+                on_token(piece, token)
+            return stopped
+
         def close(i: int, reason: str) -> None:
+            guide = guides[i]
+            if guide is not None and reason in ("deadline", "length") and outs[i] and not guide.satisfied:
+                # (an answer the model has not begun is not made up by the grammar: it stays unsatisfied)
+                # close the structure without the model: a mask per token, no decode step
+                limit = max_new - len(outs[i]) if reason == "length" else MAX_CLOSE_TOKENS
+                until = time.perf_counter() + max(0.0, deadline.remaining_s() - RETURN_MARGIN_S / 2)
+                for token in guide.closing_path(limit, until=until, commit=True)[0]:
+                    logprobs[i].append(0.0)  # chosen by the grammar, not drawn from the model
+                    if emit(i, token):
+                        break
             tail = decoders[i].flush()
             if tail and on_token is not None:
                 on_token(tail, -1)
@@ -385,6 +421,9 @@ class Runner(ABC):
                 prefill_ms=prefill_ms, decode_step_ms=steps[i], total_ms=(time.perf_counter() - started) * 1000,
                 deadline_s=deadline.seconds, token_ids=outs[i], token_logprobs=logprobs[i],
                 cached_tokens=self._prefix_hit, steps=log, first_margin=margins[i],
+                constraint_satisfied=None if guide is None else guide.satisfied,
+                mask_ms=[] if guide is None else guide.mask_ms, closed_tokens=0 if guide is None else guide.closed_tokens,
+                top_logprobs=samplers[i].alternatives,
             )
 
         def close_all(reason: str) -> List[GenerationResult]:
@@ -415,26 +454,38 @@ class Runner(ABC):
         while True:
             tokens: List[int] = []
             newly_done = False
+            mask_before = sum(len(g.mask_ms) and g.mask_ms[-1] for g in guides if g is not None)
             for i in list(live):
                 if margins[i] is None:
                     margins[i] = top2_margin(logits[i])
-                token, logprob = self._sample_next(logits[i], params, rngs[i])
+                token, logprob = samplers[i].pick(logits[i])
                 if self._is_end_impl(token):
                     live.remove(i)
                     close(i, "eos")
                     newly_done = True
                     continue
-                outs[i].append(token)
+                samplers[i].accept(token)
                 logprobs[i].append(logprob)
-                piece, stopped = decoders[i].push(token)
-                if piece and on_token is not None:
-                    on_token(piece, token)
+                stopped = emit(i, token)
+                guide = guides[i]
+                if guide is not None and not stopped and guide.finished:
+                    stopped = True  # the grammar allows nothing more: the answer is complete
+                if (guide is not None and not stopped and max_new - len(outs[i]) <= CLOSE_LOOKAHEAD
+                        and len(outs[i]) < max_new):
+                    guide.steering = guide.steering or max_new - len(outs[i]) <= max_new // 2
+                    path, complete = guide.closing_path(max_new - len(outs[i]))
+                    if complete and len(path) >= max_new - len(outs[i]) - 1:
+                        live.remove(i)
+                        close(i, "length")  # only just room to close: close now
+                        newly_done = True
+                        continue
                 if stopped or len(outs[i]) >= max_new:
                     live.remove(i)
                     close(i, "stop" if stopped else "length")
                     newly_done = True
                     continue
                 tokens.append(token)
+            mask_ms = sum(len(g.mask_ms) and g.mask_ms[-1] for g in guides if g is not None) - mask_before
             if newly_done and should_stop is not None:
                 if should_stop(list(finished_before) + [r for r in results if r is not None]):
                     reason = "dropped"
@@ -448,7 +499,12 @@ class Runner(ABC):
             now = time.perf_counter()
             step_estimate_s = max(now - last_check, 0.8 * step_estimate_s)
             last_check = now
-            if deadline.remaining_s() < step_estimate_s + RETURN_MARGIN_S:
+            reserve_s = max((guides[i].close_reserve_s() for i in live if guides[i] is not None), default=0.0)
+            if reserve_s and deadline.remaining_s() < STEER_STEPS * step_estimate_s + RETURN_MARGIN_S + reserve_s:
+                for i in live:  # the end is near: let the model close what it opened
+                    if guides[i] is not None:
+                        guides[i].steering = True
+            if deadline.remaining_s() < step_estimate_s + RETURN_MARGIN_S + reserve_s:
                 reason = "deadline"
                 break
             context = len(prompt_ids) + len(outs[live[0]])
@@ -461,7 +517,7 @@ class Runner(ABC):
             except _Aborted:
                 reason = aborted()
                 break
-            step_ms = (time.perf_counter() - t0) * 1000
+            step_ms = (time.perf_counter() - t0) * 1000 + max(mask_ms, 0.0)  # a constraint's masks are part of a step
             log.append(StepRecord("decode", len(live), context, step_ms))
             if n == 1:
                 steps[0].append(step_ms)

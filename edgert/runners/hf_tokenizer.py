@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set
 
 from ..errors import BackendUnavailableError, ModelFileError
+from .guidance import Guide
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -139,6 +140,13 @@ class HfTokenizer:
 
     def _id_text(self, token: Optional[int]) -> str:
         return (self.tokenizer.id_to_token(token) or "") if token is not None else ""
+
+    def guide(self, n_vocab: Optional[int] = None) -> Guide:
+        """llguidance's tokenizer for constrained decoding, from this tokenizer.json.
+
+        n_vocab: the width of the model's logits (default: the tokenizer's vocabulary)."""
+        size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        return Guide.from_tokenizer_json(self.tokenizer.to_str(), max(n_vocab or 0, size), sorted(self.end_ids))
 
     def encode(self, text: str) -> List[int]:
         """Token ids of ``text`` with the tokenizer's special tokens (BOS) added."""

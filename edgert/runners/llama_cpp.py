@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, EdgertError, GenerationError, ModelFileError, UsageError
 from ..formats.gguf import read_header
 from .base import Runner, _Aborted
+from .guidance import Guide
 
 N_BATCH = 512
 N_SEQ_MAX = 8  # parallel sequences per context (self-consistency / best-of-N, batch profiling)
@@ -172,6 +173,11 @@ class LlamaCppRunner(Runner):
 
     def _model_chat_template(self) -> Optional[str]:
         return self._header_template
+
+    def _guide_impl(self) -> Guide:
+        lib = self._lib
+        ends = [t for t in range(self._n_vocab) if lib.llama_vocab_is_eog(self._vocab, t)]
+        return Guide.from_llama_vocab(self._vocab, self._n_vocab, ends)
 
     def _special_token_texts(self) -> tuple:
         def text(token: int) -> str:

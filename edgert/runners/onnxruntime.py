@@ -26,6 +26,7 @@ from ..errors import BackendUnavailableError, GenerationError, ModelFileError
 from ..formats.onnx import check_external_data
 from ..formats.optimum import ATTENTION_MASK, INPUT_IDS, LOGITS, PAST_NAME, POSITION_IDS, PRESENT_OUTPUT, past_layer
 from .base import Runner, _Aborted
+from .guidance import Guide
 from .hf_tokenizer import HfTokenizer
 
 # ONNX tensor type strings -> numpy dtypes (onnx.TensorProto element types as ORT names them)
@@ -138,6 +139,9 @@ class OnnxRuntimeRunner(Runner):
 
     def _is_end_impl(self, token: int) -> bool:
         return token in self._tok.end_ids
+
+    def _guide_impl(self) -> Guide:
+        return self._tok.guide()
 
     def _model_chat_template(self) -> Optional[str]:
         return self._tok.chat_template

@@ -1,7 +1,10 @@
 """Choosing the next token from logits, and turning chosen tokens into streamed text.
 
-``sample`` draws one token (greedy at temperature 0, else temperature and nucleus); it runs
-once per token over the whole vocabulary, so it stays in float32 and avoids full sorts.
+``TokenSampler`` is one sequence's sampler, the one place logits are changed before a
+token is drawn: logit bias, presence and frequency penalties (OpenAI's definitions), the
+constraint's mask (``guidance.py``), then ``sample``. ``sample`` draws one token (greedy at
+temperature 0, else temperature and nucleus); it runs once per token over the whole
+vocabulary, so it stays in float32 and avoids full sorts.
 ``StopDecoder`` decodes token bytes incrementally and holds back text that may begin a
 stop string, so a stop string never reaches the caller.
 """
@@ -9,9 +12,12 @@ stop string, so a stop string never reaches the caller.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .guidance import GuidedSequence
+from .types import SamplingParams
 
 NUCLEUS_CANDIDATES = 1024  # top-p looks at the most likely tokens first; full sort only if they fall short
 MAX_MARGIN = 1e4  # a margin this large means "certain" (also stands in for an infinite one, as JSON has none)
@@ -46,6 +52,77 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
     index = min(int(np.searchsorted(weights, rng.random() * weights[-1], side="right")), weights.size - 1)
     token = int(keep[index]) if keep is not None else index
     return token, float(shifted[token]) - log_norm
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    return shifted - math.log(float(np.exp(shifted).sum(dtype=np.float64)))
+
+
+def top_tokens(logits: np.ndarray, k: int) -> List[Tuple[int, float]]:
+    """The k most likely tokens with their log-probabilities, most likely first."""
+    k = min(k, logits.size)
+    if k <= 0:
+        return []
+    logp = log_softmax(logits)
+    top = np.argpartition(logp, logp.size - k)[logp.size - k:]
+    top = top[np.argsort(-logp[top], kind="stable")]
+    return [(int(t), float(logp[t])) for t in top if math.isfinite(logp[t])]
+
+
+class TokenSampler:
+    """One sequence's choice of the next token under its request's sampling settings.
+
+    The log-probability reported for a token is under the distribution it was drawn from
+    (after bias, penalties and the constraint's mask; before temperature)."""
+
+    def __init__(self, params: SamplingParams, rng: np.random.Generator, is_end: Callable[[int], bool],
+                 guided: Optional[GuidedSequence] = None):
+        self.params = params
+        self.rng = rng
+        self.is_end = is_end
+        self.guided = guided
+        self.counts: Dict[int, int] = {}  # tokens drawn so far (penalties)
+        bias = params.logit_bias or {}
+        self._bias_ids = np.fromiter(bias.keys(), dtype=np.int64, count=len(bias))
+        self._bias = np.fromiter(bias.values(), dtype=np.float32, count=len(bias))
+        #: per token drawn, the most likely alternatives (when params.top_logprobs is set)
+        self.alternatives: List[List[Tuple[int, float]]] = []
+
+    def adjusted(self, logits: np.ndarray) -> np.ndarray:
+        p = self.params
+        if self._bias_ids.size or (self.counts and (p.presence_penalty or p.frequency_penalty)):
+            logits = logits.copy()
+            if self._bias_ids.size:
+                ok = self._bias_ids < logits.size
+                logits[self._bias_ids[ok]] += self._bias[ok]
+            if self.counts and (p.presence_penalty or p.frequency_penalty):
+                ids = np.fromiter(self.counts.keys(), dtype=np.int64, count=len(self.counts))
+                counts = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
+                logits[ids] -= p.presence_penalty + p.frequency_penalty * counts
+        if self.guided is not None:
+            logits = self.guided.mask(logits)
+        return logits
+
+    def pick(self, logits: np.ndarray) -> Tuple[int, float]:
+        """Draw the next token; return it with its log-probability."""
+        p = self.params
+        logits = self.adjusted(logits)
+        token, logprob = sample(logits, p.temperature, p.top_p, self.rng)
+        if p.ignore_eos and self.is_end(token) and (self.guided is None or not self.guided.satisfied):
+            logits = logits.copy()
+            while self.is_end(token) and np.isfinite(logits).sum() > 1:
+                logits[token] = -np.inf
+                token, logprob = sample(logits, p.temperature, p.top_p, self.rng)
+        if p.top_logprobs:
+            self.alternatives.append(top_tokens(logits, p.top_logprobs))
+        return token, logprob
+
+    def accept(self, token: int) -> None:
+        """The token drawn joins the sequence (penalties count it; the constraint follows it)."""
+        self.counts[token] = self.counts.get(token, 0) + 1
+        if self.guided is not None:
+            self.guided.accept(token)
 
 
 def top2_margin(logits: np.ndarray) -> float:

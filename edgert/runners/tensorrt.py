@@ -27,6 +27,7 @@ from ..errors import GenerationError, ModelFileError, unavailable
 from ..formats import optimum
 from ..formats.tensorrt import check_engine_compatible, compatibility_key
 from .base import Runner, _Aborted
+from .guidance import Guide
 from .hf_tokenizer import HfTokenizer
 
 log = logging.getLogger("edgert.tensorrt")
@@ -166,6 +167,9 @@ class TensorRTRunner(Runner):
 
     def _is_end_impl(self, token: int) -> bool:
         return token in self._tok.end_ids
+
+    def _guide_impl(self) -> Guide:
+        return self._tok.guide(self._vocab)
 
     def _model_chat_template(self) -> Optional[str]:
         return self._tok.chat_template

@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -84,6 +84,15 @@ class SamplingParams:
     seed: Optional[int] = None
     stop: Sequence[str] = ()
     ignore_eos: bool = False  # never end at EOS (tests of runaway generation, fixed-length runs)
+    #: the answer's required shape (an ``edgert.constraint.Constraint``), masked token by token
+    constraint: Any = None
+    #: token id -> value added to its logit (OpenAI's logit_bias, -100..100)
+    logit_bias: Optional[Dict[int, float]] = None
+    #: subtracted from the logit of every token already drawn / per time drawn (OpenAI's, -2..2)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    #: keep this many most likely alternatives per token drawn (0: none)
+    top_logprobs: int = 0
 
     def check(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
@@ -96,6 +105,19 @@ class SamplingParams:
             raise UsageError(f"stop strings must be non-empty strings, found {list(self.stop)!r}", field="stop")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
             raise UsageError(f"seed must be a non-negative integer, found {self.seed!r}", field="seed")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_finite(value) or not -2 <= value <= 2:
+                raise UsageError(f"{name} must be a number between -2 and 2, found {value!r}", field=name)
+        if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, dict) or not all(
+                    isinstance(k, int) and not isinstance(k, bool) and k >= 0 and isinstance(v, (int, float))
+                    and not isinstance(v, bool) and is_finite(v) and -100 <= v <= 100 for k, v in self.logit_bias.items()):
+                raise UsageError("logit_bias must map token ids (non-negative integers) to numbers between -100 "
+                                 f"and 100, found {self.logit_bias!r:.80}", field="logit_bias")
+        if isinstance(self.top_logprobs, bool) or not isinstance(self.top_logprobs, int) or not 0 <= self.top_logprobs <= 20:
+            raise UsageError(f"top_logprobs must be an integer between 0 and 20, found {self.top_logprobs!r}",
+                             field="top_logprobs")
 
 
 @dataclass
@@ -116,6 +138,14 @@ class GenerationResult:
     #: logit of the most likely first token minus that of the second (a confidence signal;
     #: None when no token was sampled)
     first_margin: Optional[float] = None
+    #: with a constraint: whether the text is a complete, valid answer (None: no constraint)
+    constraint_satisfied: Optional[bool] = None
+    #: with a constraint: ms per token to compute and apply its mask; tokens appended to
+    #: close the structure when time or tokens ran out (no model step each)
+    mask_ms: List[float] = field(default_factory=list)
+    closed_tokens: int = 0
+    #: per token, its most likely alternatives (token id, log-probability), when asked
+    top_logprobs: List[List[Tuple[int, float]]] = field(default_factory=list)
     #: the engine evaluations of the call that produced this result, for the latency model
     #: (the results of one generate_many call share one list)
     steps: List[StepRecord] = field(default_factory=list)

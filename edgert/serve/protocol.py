@@ -13,13 +13,19 @@ What edgert adds to the OpenAI request body (the official client sends these thr
   settings given.
 - ``task_set``, ``answer_type``, ``think_tokens``, ``samples`` (N for sc / esc / bon),
   ``ignore_eos`` (as in llama.cpp's server).
+- ``fallback``: returned as the answer when a ``response_format`` or tool call could not be
+  completed validly by the deadline (a string as it is, any other JSON value as JSON).
+
+Every field of OpenAI's request is either honoured or refused with a 400
+(``code: "unsupported_parameter"``); an unknown field is refused too (``unknown_parameter``):
+nothing is ignored silently. docs/serve.md lists each field and what edgert does with it.
 
 Every response carries an ``edgert`` object: the configuration chosen, the plan, latency,
 queue time, tokens, energy (measured or estimated) and whether the deadline was met.
 
 Rules about a request's fields live in ``Request.check()``. This module keeps the protocol's
 own: JSON shapes, OpenAI's names and ranges (``max_completion_tokens``, temperature 0-2,
-``n`` = 1), ``power_w`` / ``energy_j`` implying strategy auto, a task set's question being
+``n`` up to the batch size), ``power_w`` / ``energy_j`` implying strategy auto, a task set's question being
 the last user message, the server's default deadline and its cap on samples. A UsageError
 from ``check()`` becomes a 400 naming the body field it is about.
 """
@@ -37,15 +43,31 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..bundle.manifest import Variant
 from ..errors import DeadlineError, EdgertError, UsageError
 from ..request import AUTO, Request
-from ..result import RuntimeResult
 from ..runners.types import CancelToken, is_finite
+from .errors import RequestError
+from .structured import ToolPlan, response_format, tool_plan
 
 #: most samples one request may ask for (sc / esc / bon); a guard, like the body size limit
 MAX_SAMPLES = 64
+#: most independent answers (OpenAI's n): they are decoded in one batch (llama.cpp's n_seq_max)
+MAX_CHOICES = 8
+#: the fields a body may carry: OpenAI's (chat and completions) and edgert's extensions
+OPENAI_FIELDS = frozenset((
+    "model", "messages", "prompt", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens",
+    "temperature", "top_p", "seed", "stop", "response_format", "tools", "tool_choice", "parallel_tool_calls",
+    "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "user", "metadata", "store",
+    "service_tier", "reasoning_effort", "audio", "modalities", "prediction", "web_search_options", "functions",
+    "function_call", "echo", "best_of", "suffix", "safety_identifier", "prompt_cache_key", "verbosity",
+))
+EDGERT_FIELDS = frozenset(("deadline_ms", "power_w", "energy_j", "strategy", "task_set", "answer_type", "think_tokens",
+                           "samples", "ignore_eos", "fallback"))
+#: fields whose every value is accepted because none changes the answer (identifiers, storage hints)
+_IGNORABLE = ("user", "metadata", "safety_identifier", "prompt_cache_key", "service_tier")
 #: the runtime's finish reasons as OpenAI's (the runtime's own stays in edgert.finish_reason)
 FINISH = {"stop": "stop", "length": "length", "deadline": "length"}
 STREAM_DONE = "data: [DONE]\n\n"
 _ROLES = ("system", "user", "assistant", "developer", "tool")
+TOOL_CALL_DONE = "tool_calls"  # OpenAI's finish_reason when the answer is a tool call
 _REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
 #: how Request.check() names fields in the server's messages (body keys and the server's fixes)
 _CHECK_NAMES = {
@@ -53,20 +75,6 @@ _CHECK_NAMES = {
     "profile": "a device profile: start the server with --profile PROFILE.json (power_w and energy_j need one too)",
     "auto_deadline": "deadline_ms (or start the server with --default-deadline)",
 }
-
-
-class RequestError(Exception):
-    """A request the server refuses: HTTP status, OpenAI error type and the offending field."""
-
-    def __init__(self, status: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None,
-                 kind: str = "invalid_request_error", headers: Optional[Dict[str, str]] = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-        self.headers = headers or {}
-
-    def body(self) -> Dict[str, Any]:
-        """OpenAI's error object."""
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
 def error_for(exc: BaseException) -> RequestError:
@@ -97,6 +105,17 @@ class Job:
     expired_at: Optional[float] = None  # set when the deadline passed before the runtime got to it
     events: Any = None  # a queue.Mailbox when streaming
     loop: Optional[asyncio.AbstractEventLoop] = None
+    tools: ToolPlan = ToolPlan((), "none", None)
+    logprobs: bool = False  # return log-probabilities of the tokens
+    include_usage: bool = False  # a stream ends with a usage chunk
+
+    @property
+    def streams_tokens(self) -> bool:
+        """Whether tokens stream as they are drawn: not when the answer may still be replaced
+        (a tool call is parsed at the end; a fallback replaces an invalid answer) or when
+        several answers are decoded together."""
+        return (self.stream and not self.tools.calls and self.request.fallback is None
+                and self.request.completions == 1)
 
     @property
     def arrived(self) -> float:
@@ -184,18 +203,57 @@ def _text_content(content: Any, where: str) -> str:
                        param="messages")
 
 
-def _messages(body: Dict[str, Any]) -> List[Dict[str, str]]:
+def _history_calls(calls: Any, where: str) -> List[Dict[str, Any]]:
+    """An assistant message's earlier tool calls, for the chat template (arguments as objects,
+    the way transformers' templates print them)."""
+    if not isinstance(calls, list) or not calls:
+        raise RequestError(400, f"{where}.tool_calls must be a non-empty list, found {calls!r:.80}", param="messages")
+    out = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) \
+                or not isinstance(function.get("arguments", "{}"), str):
+            raise RequestError(400, f"{where}.tool_calls entries must be {{id, type: function, function: {{name, "
+                               f"arguments: a JSON string}}}}, found {call!r:.80}", param="messages")
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except ValueError:
+            raise RequestError(400, f"{where}.tool_calls arguments must be JSON text, found "
+                               f"{function.get('arguments')!r:.80}", param="messages") from None
+        entry = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
+        if isinstance(call.get("id"), str):
+            entry["id"] = call["id"]
+        out.append(entry)
+    return out
+
+
+def _messages(body: Dict[str, Any]) -> List[Dict[str, Any]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, f"messages must be a non-empty list of {{role, content}}, found {messages!r:.80}",
                            param="messages")
     out = []
     for i, m in enumerate(messages):
+        where = f"messages[{i}]"
         if not isinstance(m, dict) or m.get("role") not in _ROLES:
-            raise RequestError(400, f"messages[{i}] must have a role of system, user or assistant, found {m!r:.80}",
-                               param="messages")
+            raise RequestError(400, f"{where} must have a role of system, developer, user, assistant or tool, "
+                               f"found {m!r:.80}", param="messages")
         role = "system" if m["role"] == "developer" else m["role"]
-        out.append({"role": role, "content": _text_content(m.get("content", ""), f"messages[{i}]")})
+        message: Dict[str, Any] = {"role": role}
+        if role == "assistant" and m.get("tool_calls") is not None:
+            message["tool_calls"] = _history_calls(m["tool_calls"], where)
+            message["content"] = None if m.get("content") is None else _text_content(m["content"], where)
+        else:
+            message["content"] = _text_content(m.get("content", ""), where)
+        if role == "tool":
+            call_id = m.get("tool_call_id")
+            if not isinstance(call_id, str):
+                raise RequestError(400, f"{where}: a tool message needs tool_call_id, a string; found {call_id!r:.60}",
+                                   param="messages")
+            message["tool_call_id"] = call_id
+        if isinstance(m.get("name"), str):
+            message["name"] = m["name"]
+        out.append(message)
     return out
 
 
@@ -246,26 +304,38 @@ def parse(kind: str, raw: bytes, *, model_id: str, variants: Sequence[str],
         raise RequestError(400, f"the request body must be JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError(400, f"the request body must be a JSON object, found {type(body).__name__}")
+    _refuse_unknown(body, kind)
     variant = _variant_for(body.get("model"), model_id, variants)
     prompt = _prompt(kind, body)
     stream = _flag(body, "stream")
-    n = _number(body, "n", integer=True)
-    if n not in (None, 1):
-        raise RequestError(400, f"n must be 1 (one answer per request; for several samples voted into one "
-                           f"answer use strategy sc with samples), found {n}", param="n")
+    include_usage = _stream_options(body, stream)
+    n = _number(body, "n", integer=True, low=1, high=MAX_CHOICES)
     max_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     sampling = {"max_tokens": _number(body, max_name, integer=True),
                 "temperature": _number(body, "temperature", low=0, high=2),
-                "top_p": _number(body, "top_p", low=0, high=1)}
+                "top_p": _number(body, "top_p", low=0, high=1),
+                "presence_penalty": _number(body, "presence_penalty", low=-2, high=2),
+                "frequency_penalty": _number(body, "frequency_penalty", low=-2, high=2)}
     deadline_ms = _number(body, "deadline_ms")
     if deadline_ms is not None and not deadline_ms > 0:  # checked in the body's unit
         raise RequestError(400, f"deadline_ms must be a positive number of milliseconds, found {deadline_ms!r}",
                            param="deadline_ms")
     power_w, energy_j = _number(body, "power_w"), _number(body, "energy_j")
     strategy = body.get("strategy")
+    if strategy is not None and not isinstance(strategy, str):
+        raise RequestError(400, f"strategy must be a string, found {type(strategy).__name__}", param="strategy")
     if strategy is None and (power_w is not None or energy_j is not None):
         strategy = AUTO  # only the planner can honour a power or energy limit
     task_set = _string(body, "task_set")
+    tools = tool_plan(body.get("tools"), body.get("tool_choice")) if kind == "chat" else ToolPlan((), "none", None)
+    constraint = response_format(body.get("response_format"))
+    if constraint is not None and tools.constraint is not None:
+        raise RequestError(400, "response_format json and a tool call cannot both shape one answer: use tool_choice "
+                           "none, or no response_format", param="response_format")
+    logprobs = _flag(body, "logprobs")
+    top = _number(body, "top_logprobs", integer=True, low=0, high=20)
+    if top is not None and not logprobs:
+        raise RequestError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     request = Request(
         _question(prompt) if task_set is not None else prompt, chat=kind == "chat",
         deadline_s=deadline_ms / 1000 if deadline_ms is not None else default_deadline_s,
@@ -273,81 +343,89 @@ def parse(kind: str, raw: bytes, *, model_id: str, variants: Sequence[str],
         seed=_number(body, "seed", integer=True), stop=_stop(body), ignore_eos=_flag(body, "ignore_eos"),
         n=_number(body, "samples", integer=True, high=MAX_SAMPLES),
         think_tokens=_number(body, "think_tokens", integer=True), answer_type=_string(body, "answer_type"),
-        task_set=task_set, started_at=arrived, **{k: v for k, v in sampling.items() if v is not None})
-    params = {"deadline_s": "deadline_ms", "n": "samples", "max_tokens": max_name,
-              "prompt": "messages" if kind == "chat" else "prompt"}
+        task_set=task_set, started_at=arrived, constraint=constraint or tools.constraint, tools=tools.tools,
+        fallback=_fallback(body), logit_bias=_logit_bias(body), completions=n or 1,
+        top_logprobs=(top or 0) if logprobs else 0,
+        **{k: v for k, v in sampling.items() if v is not None})
+    params = {"deadline_s": "deadline_ms", "n": "samples", "max_tokens": max_name, "completions": "n",
+              "prompt": "messages" if kind == "chat" else "prompt", "constraint": "response_format"}
     try:
-        request.check(has_profile=has_profile, names={**_CHECK_NAMES, "max_tokens": max_name})
+        request.check(has_profile=has_profile, names={**_CHECK_NAMES, "max_tokens": max_name, "completions": "n"})
     except UsageError as exc:
         raise RequestError(400, str(exc), param=params.get(exc.field, exc.field)) from None
-    return Job(kind, model_id if variant is None else variant, request, stream)
+    return Job(kind, model_id if variant is None else variant, request, stream, tools=tools, logprobs=logprobs,
+               include_usage=include_usage)
 
 
-# ---------------------------------------------------------------------------- responses
-def finish_reason(result: Optional[RuntimeResult]) -> str:
-    """OpenAI's finish_reason for a result (None: the deadline passed in the queue)."""
-    return FINISH.get(result.finish_reason, "stop") if result else "length"
+def _unsupported(name: str, why: str) -> RequestError:
+    return RequestError(400, f"{name} is not supported by edgert: {why}", param=name, code="unsupported_parameter")
 
 
-def telemetry(job: Job, result: Optional[RuntimeResult]) -> Dict[str, Any]:
-    """The ``edgert`` object of a response: the runtime's record plus the time spent queued."""
-    queue_ms = ((job.started or job.expired_at or job.arrived) - job.arrived) * 1000
-    if result is None:  # expired in the queue: an empty answer at the deadline
-        return {"finish_reason": "deadline", "deadline_s": job.deadline_s,
-                "deadline_met": queue_ms <= (job.deadline_s or 0) * 1000, "deadline_cut": True,
-                "latency_ms": round(queue_ms, 3), "queue_ms": round(queue_ms, 3), "tokens_out": 0,
-                "warnings": ["the deadline passed while the request waited in the queue; answered empty"]}
-    data = result.to_dict()
-    data.pop("text")
-    data.pop("decode_step_ms")
-    data["queue_ms"] = round(queue_ms, 3)
-    return data
+def _refuse_unknown(body: Dict[str, Any], kind: str) -> None:
+    """Every field is honoured or refused: unknown ones, and known ones edgert cannot honour."""
+    unknown = sorted(k for k in body if k not in OPENAI_FIELDS and k not in EDGERT_FIELDS)
+    if unknown:
+        raise RequestError(400, f"unknown field {unknown[0]!r:.60}: expected OpenAI's fields or edgert's "
+                           f"({', '.join(sorted(EDGERT_FIELDS))})", param=str(unknown[0])[:60], code="unknown_parameter")
+    for name in ("audio", "prediction", "web_search_options", "functions", "function_call", "suffix",
+                 "reasoning_effort", "verbosity"):
+        if body.get(name) is not None:
+            raise _unsupported(name, "text generation only (use tools and tool_choice for function calls)"
+                               if name.startswith("function") else "edgert generates text from text prompts")
+    if body.get("modalities") not in (None, ["text"]):
+        raise _unsupported("modalities", 'only ["text"]')
+    if body.get("echo") not in (None, False):
+        raise _unsupported("echo", "the prompt is not repeated in the answer")
+    if body.get("best_of") not in (None, 1):
+        raise _unsupported("best_of", "use strategy bon with samples for best-of-N")
+    if body.get("store") not in (None, False):
+        raise _unsupported("store", "edgert keeps no completions (use --trace for a decision log)")
+    if body.get("parallel_tool_calls") not in (None, True, False):
+        raise RequestError(400, f"parallel_tool_calls must be true or false, found {body['parallel_tool_calls']!r:.40}",
+                           param="parallel_tool_calls")
+    if kind != "chat":
+        for name in ("tools", "tool_choice", "response_format", "parallel_tool_calls"):
+            if body.get(name) is not None:
+                raise _unsupported(name, "it belongs to /v1/chat/completions")
 
 
-def usage(result: Optional[RuntimeResult]) -> Dict[str, int]:
-    prompt = result.generation.tokens_in if result else 0
-    completion = result.tokens_out if result else 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _stream_options(body: Dict[str, Any], stream: bool) -> bool:
+    """Whether a stream ends with a usage chunk (stream_options.include_usage)."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not stream:
+        raise RequestError(400, "stream_options needs stream: true", param="stream_options")
+    if not isinstance(options, dict):
+        raise RequestError(400, f"stream_options must be an object, found {type(options).__name__}",
+                           param="stream_options")
+    extra = sorted(k for k in options if k != "include_usage")
+    if extra:
+        raise _unsupported(f"stream_options.{str(extra[0])[:40]}", "only include_usage is known")
+    return _flag(options, "include_usage")
 
 
-def _envelope(job: Job, choice: Dict[str, Any], chunk: bool) -> Dict[str, Any]:
-    """OpenAI's response object around one choice: chat and text completions differ in id
-    prefix and object name (a chat stream's pieces are chat.completion.chunk)."""
-    if job.kind == "chat":
-        obj, prefix = ("chat.completion.chunk" if chunk else "chat.completion"), "chatcmpl-"
-    else:
-        obj, prefix = "text_completion", "cmpl-"
-    return {"id": prefix + job.id, "object": obj, "created": job.created, "model": job.model, "choices": [choice]}
+def _logit_bias(body: Dict[str, Any]) -> Optional[Dict[int, float]]:
+    """OpenAI's logit_bias: token ids (as JSON object keys) to values between -100 and 100."""
+    bias = body.get("logit_bias")
+    if bias is None:
+        return None
+    if not isinstance(bias, dict) or len(bias) > 1024:
+        raise RequestError(400, f"logit_bias must be an object of at most 1024 token ids, found {bias!r:.80}",
+                           param="logit_bias")
+    out: Dict[int, float] = {}
+    for key, value in bias.items():
+        if not (isinstance(key, str) and key.isdigit() and len(key) < 10) or isinstance(value, bool) \
+                or not isinstance(value, (int, float)) or not is_finite(value) or not -100 <= value <= 100:
+            raise RequestError(400, f"logit_bias maps token ids to numbers between -100 and 100, found "
+                               f"{key!r:.20}: {value!r:.20}", param="logit_bias")
+        out[int(key)] = float(value)
+    return out
 
 
-def body(job: Job, result: Optional[RuntimeResult]) -> Dict[str, Any]:
-    """The response to a request that did not stream (result None: it expired in the queue)."""
-    text = result.text if result else ""
-    choice: Dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish_reason(result)}
-    if job.kind == "chat":
-        choice["message"] = {"role": "assistant", "content": text}
-    else:
-        choice["text"] = text
-    return {**_envelope(job, choice, chunk=False), "usage": usage(result), "edgert": telemetry(job, result)}
-
-
-def chunk(job: Job, *, text: Optional[str] = None, finish: Optional[str] = None, first: bool = False,
-          result: Optional[RuntimeResult] = None, final: bool = False) -> str:
-    """One server-sent event of a stream; the final one carries usage and telemetry."""
-    choice: Dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
-    if job.kind == "chat":
-        choice["delta"] = {"role": "assistant"} if first else {}
-        if text:
-            choice["delta"]["content"] = text
-    else:
-        choice["text"] = text or ""
-    data = _envelope(job, choice, chunk=True)
-    if final:
-        data["usage"] = usage(result)
-        data["edgert"] = telemetry(job, result)
-    return f"data: {json.dumps(data)}\n\n"
-
-
-def stream_error(err: RequestError) -> str:
-    """An error after a stream began (its status, 200, is already sent): reported as an event."""
-    return f"data: {json.dumps({'error': {'message': err.message, 'type': err.kind}})}\n\n"
+def _fallback(body: Dict[str, Any]) -> Optional[str]:
+    """The answer to return if the answer's constraint cannot be met (a string as it is, other JSON as JSON)."""
+    if "fallback" not in body:
+        return None
+    value = body["fallback"]
+    return value if isinstance(value, str) else json.dumps(value)

@@ -145,7 +145,7 @@ class Server:
             self._running += 1
         result: Optional[RuntimeResult] = None
         try:
-            on_token = (lambda piece, _tok: job.emit(("token", piece))) if job.stream else None
+            on_token = (lambda piece, _tok: job.emit(("token", piece))) if job.streams_tokens else None
             result = self.runtime.run(job.request, on_token=on_token, cancel_token=job.cancel)
             return result
         finally:

@@ -324,9 +324,10 @@ class Strategy:
     @staticmethod
     def _sampling(config: Config, spec: AnswerSpec, seed: Optional[int], greedy: bool) -> SamplingParams:
         if greedy:
-            return SamplingParams(max_tokens=config.answer_tokens, temperature=0.0, stop=spec.stop)
+            return SamplingParams(max_tokens=config.answer_tokens, temperature=0.0, stop=spec.stop,
+                                  constraint=spec.constraint)
         return SamplingParams(max_tokens=config.answer_tokens, temperature=config.sample_temperature, top_p=SAMPLE_TOP_P,
-                              seed=seed if seed is not None else 0, stop=spec.stop)
+                              seed=seed if seed is not None else 0, stop=spec.stop, constraint=spec.constraint)
 
 
 def strategy(name: str) -> Strategy:
@@ -334,6 +335,13 @@ def strategy(name: str) -> Strategy:
     if name not in Strategy.registry:
         raise UsageError(f"unknown strategy {name!r}; expected one of {', '.join(Strategy.registry)}")
     return Strategy.registry[name]()
+
+
+def valid(samples: Sequence[GenerationResult]) -> List[GenerationResult]:
+    """The samples that satisfy the request's constraint (all of them without one; all of
+    them when none does, so that an answer is still returned, flagged unsatisfied)."""
+    good = [s for s in samples if s.constraint_satisfied is not False]
+    return good or list(samples)
 
 
 def finish_reason(samples: Sequence[GenerationResult]) -> str:

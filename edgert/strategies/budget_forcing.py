@@ -52,7 +52,8 @@ class BudgetForcing(Strategy):
             think_ids = _kept_thinking(runner, thought)
         answer_ids = prompt_ids + open_ids + think_ids + close_ids
         answer = runner.generate_ids(answer_ids, SamplingParams(max_tokens=config.answer_tokens, temperature=0.0,
-                                                                stop=spec.stop), deadline=deadline, cancel=cancel)
+                                                                stop=spec.stop, constraint=spec.constraint),
+                                     deadline=deadline, cancel=cancel)
         samples.append(answer)
         # forced unless the model closed its thinking itself (wrote the closing marker)
         forced = not (len(samples) > 1 and samples[0].finish_reason == "stop")

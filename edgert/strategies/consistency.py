@@ -19,7 +19,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..answers import AnswerSpec
 from ..runners.types import GenerationResult
-from .base import Draws, Phase, Strategy, StrategyOutcome, Trial, evidence_of, finish_reason, vote, vote_decided
+from .base import (Draws, Phase, Strategy, StrategyOutcome, Trial, evidence_of, finish_reason, valid, vote,
+                   vote_decided)
 from .confidence import Evidence, Signals, signals
 
 
@@ -31,6 +32,7 @@ class SelfConsistency(Strategy):
         return [Phase("prefill", prompt_tokens), Phase("decode", config.answer_tokens, config.n)]
 
     def _pick(self, samples: List[GenerationResult], spec: AnswerSpec) -> Tuple[Optional[str], str, Dict[str, int]]:
+        samples = valid(samples)  # with a constraint, only valid answers vote
         answers = [spec.extract(s.text) for s in samples]
         winner, counts = vote(answers, [s.mean_logprob for s in samples])
         text = next((s.text for s, a in zip(samples, answers) if a == winner and winner is not None),
@@ -107,7 +109,7 @@ class BestOfN(SelfConsistency):
     def run(self, runner, prompt_ids, config, spec, deadline, cancel, seed=None, reserve_s=None):
         samples = runner.generate_many(prompt_ids, config.n, self._sampling(config, spec, seed, greedy=False),
                                        deadline=deadline, cancel=cancel)
-        scored = [s for s in samples if s.tokens_out > 0] or samples
+        scored = [s for s in valid(samples) if s.tokens_out > 0] or valid(samples)
         best = max(scored, key=lambda s: s.mean_logprob)
         answers = [spec.extract(s.text) for s in samples]
         counts = dict(Counter(a for a in answers if a is not None))

@@ -11,7 +11,9 @@ import pytest
 
 from edgert.errors import DeadlineError, EdgertError, UsageError
 from edgert.request import Request
-from edgert.serve import protocol
+from edgert.serve import protocol, responses
+from edgert.result import RuntimeResult
+from edgert.runners.types import GenerationResult
 from edgert.serve.protocol import RequestError
 
 HI = [{"role": "user", "content": "hi"}]
@@ -67,7 +69,23 @@ def test_power_implies_auto_and_a_task_set_asks_the_last_user_message():
     ({"model": "smol", "messages": HI, "strategy": "auto"}, 400, "deadline_ms"),
     ({"model": "smol", "messages": HI, "power_w": 0, "deadline_ms": 100}, 400, "power_w"),
     ({"model": "smol", "messages": HI, "energy_j": 5, "strategy": "greedy"}, 400, "energy_j"),
-    ({"model": "smol", "messages": HI, "n": 3}, 400, "n"),
+    ({"model": "smol", "messages": HI, "n": 9}, 400, "n"),
+    ({"model": "smol", "messages": HI, "n": 2, "strategy": "sc"}, 400, "n"),
+    ({"model": "smol", "messages": HI, "top_k": 40}, 400, "top_k"),
+    ({"model": "smol", "messages": HI, "response_format": {"type": "xml"}}, 400, "response_format"),
+    ({"model": "smol", "messages": HI, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "strin"}}}}, 400, "response_format"),
+    ({"model": "smol", "messages": HI, "tools": [{"type": "function"}]}, 400, "tools"),
+    ({"model": "smol", "messages": HI, "tool_choice": "required"}, 400, "tool_choice"),
+    ({"model": "smol", "messages": HI, "top_logprobs": 3}, 400, "top_logprobs"),
+    ({"model": "smol", "messages": HI, "logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
+    ({"model": "smol", "messages": HI, "logit_bias": {"x": 1}}, 400, "logit_bias"),
+    ({"model": "smol", "messages": HI, "logit_bias": {"5": 101}}, 400, "logit_bias"),
+    ({"model": "smol", "messages": HI, "presence_penalty": 3}, 400, "presence_penalty"),
+    ({"model": "smol", "messages": HI, "stream_options": {"include_usage": True}}, 400, "stream_options"),
+    ({"model": "smol", "messages": HI, "strategy": {"a": 1}}, 400, "strategy"),
+    ({"model": "smol", "messages": HI, "audio": {"voice": "x"}}, 400, "audio"),
+    ({"model": "smol", "messages": [{"role": "tool", "content": "5"}]}, 400, "messages"),
     ({"model": "smol", "messages": HI, "samples": 0, "strategy": "sc"}, 400, "samples"),
     ({"model": "smol", "messages": HI, "samples": 65, "strategy": "sc"}, 400, "samples"),
     ({"model": "smol", "messages": HI, "think_tokens": 8}, 400, "think_tokens"),
@@ -122,36 +140,39 @@ def test_runtime_errors_map_to_http_statuses():
     assert protocol.error_for(ValueError("bug")).status == 500
     refused = RequestError(503, "busy", code="queue_full")
     assert protocol.error_for(refused) is refused
-    assert json.loads(protocol.stream_error(refused)[6:]) == {"error": {"message": "busy", "type":
+    assert json.loads(responses.stream_error(refused)[6:]) == {"error": {"message": "busy", "type":
                                                                          "invalid_request_error"}}
 
 
-def _result(text="Paris", finish="stop"):
-    data = {"text": text, "decode_step_ms": [1.0], "finish_reason": finish, "tokens_out": 2}
-    return SimpleNamespace(text=text, finish_reason=finish, tokens_out=2, generation=SimpleNamespace(tokens_in=5),
-                           to_dict=lambda: dict(data))
+def _result(text="Paris", finish="stop", **fields):
+    generation = GenerationResult(text=text, finish_reason=finish, tokens_in=5, tokens_out=2, prefill_ms=1.0,
+                                  decode_step_ms=[1.0], total_ms=2.0, token_ids=[7, 8], token_logprobs=[-0.5, -0.25],
+                                  cached_tokens=3)
+    return RuntimeResult(text=text, variant="q4", finish_reason=finish, latency_ms=2.0, load_ms=0.0,
+                         generation=generation, **fields)
 
 
 def test_envelopes_of_bodies_and_chunks():
     chat = parse({"model": "smol", "messages": HI})
     chat.started = chat.arrived + 0.25
-    body = protocol.body(chat, _result())
+    body = responses.body(chat, _result())
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Paris"}
-    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+                             "prompt_tokens_details": {"cached_tokens": 3}}
     assert body["edgert"]["queue_ms"] == 250.0 and "text" not in body["edgert"]
-    first = json.loads(protocol.chunk(chat, text="Pa", first=True)[6:])
+    first = json.loads(responses.chunk(chat, text="Pa", first=True)[6:])
     assert first["object"] == "chat.completion.chunk" and first["choices"][0]["delta"] == {"role": "assistant",
                                                                                            "content": "Pa"}
     text = parse({"model": "smol", "prompt": "The capital"}, kind="completion", default_deadline_s=0.3)
     text.expired_at = text.arrived + 0.25  # given up just before its deadline
-    expired = protocol.body(text, None)  # the deadline passed in the queue
+    expired = responses.body(text, None)  # the deadline passed in the queue
     assert expired["object"] == "text_completion" and expired["id"].startswith("cmpl-")
     assert expired["choices"][0] == {"index": 0, "logprobs": None, "finish_reason": "length", "text": ""}
     assert expired["edgert"]["deadline_cut"] and expired["edgert"]["deadline_met"]
-    final = json.loads(protocol.chunk(text, finish="length", final=True)[6:])
+    final = json.loads(responses.chunk(text, finish="length", final=True)[6:])
     assert final["usage"]["total_tokens"] == 0 and final["edgert"]["tokens_out"] == 0
-    assert protocol.finish_reason(_result(finish="deadline")) == "length"
+    assert responses.finish_reason(_result(finish="deadline")) == "length"
 
 
 def test_models_lists_the_bundle_then_its_variants():

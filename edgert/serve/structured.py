@@ -1,0 +1,163 @@
+"""OpenAI's structured output and tool calling, as edgert constraints. No FastAPI here.
+
+- ``response_format``: ``text`` (no constraint), ``json_object`` (any JSON object),
+  ``json_schema`` (its ``schema``; ``strict`` accepted either way: edgert always decodes
+  under the schema, so every answer that says it is valid is).
+- ``tools`` and ``tool_choice``: the tools go to the model's chat template; the answer is
+  decoded as a call ``{"name": ..., "arguments": {...}}`` whose arguments are constrained to
+  that tool's ``parameters`` schema. ``required`` or a named function: the answer must be a
+  call. ``auto``: the answer is free text, or (when it opens with ``{``) a call that must be
+  valid. ``none``: tools are shown to the model, no call is made.
+
+The call format is edgert's own (a JSON object), not a model's native tool-call markup:
+decoding it under a grammar is what makes every call parse, whatever the model.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..constraint import Constraint
+from ..errors import UsageError
+from .errors import RequestError
+
+TOOL_CHOICES = ("none", "auto", "required")
+MAX_TOOLS = 64
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """The tools of a request: what the template sees, how the answer is constrained."""
+
+    tools: Tuple[Dict[str, Any], ...]
+    choice: str  # none | auto | required | the name of a function
+    constraint: Optional[Constraint]
+
+    @property
+    def calls(self) -> bool:
+        """Whether the answer may be a tool call."""
+        return bool(self.tools) and self.choice != "none"
+
+
+def _constraint(build) -> Constraint:
+    """A constraint checked now, so that a schema llguidance cannot use is a 400 naming the field."""
+    try:
+        return build().check()
+    except UsageError as exc:
+        raise RequestError(400, str(exc), param="response_format") from None
+
+
+def response_format(value: Any) -> Optional[Constraint]:
+    """The constraint a ``response_format`` asks for (None for text or when absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise RequestError(400, f"response_format must be an object with a type (text, json_object, json_schema), "
+                           f"found {value!r:.80}", param="response_format")
+    kind = value["type"]
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return _constraint(Constraint.json_object)
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise RequestError(400, "response_format json_schema needs a json_schema object with a schema object, "
+                               f"found {spec!r:.80}", param="response_format")
+        strict = spec.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise RequestError(400, f"response_format json_schema.strict must be true or false, found {strict!r:.40}",
+                               param="response_format")
+        name = spec.get("name")
+        if name is not None and not isinstance(name, str):
+            raise RequestError(400, f"response_format json_schema.name must be a string, found {name!r:.40}",
+                               param="response_format")
+        schema = spec.get("schema", {})
+        return _constraint(lambda: Constraint.json_schema(schema, name=name))
+    raise RequestError(400, f"response_format type must be text, json_object or json_schema, found {kind!r:.40}",
+                       param="response_format")
+
+
+def _function(tool: Any, index: int) -> Dict[str, Any]:
+    where = f"tools[{index}]"
+    if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
+        raise RequestError(400, f"{where} must be {{type: function, function: {{name, parameters}}}}, found {tool!r:.80}",
+                           param="tools")
+    function = tool["function"]
+    name = function.get("name")
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise RequestError(400, f"{where}.function.name must be a non-empty string of at most 64 characters, "
+                           f"found {name!r:.80}", param="tools")
+    parameters = function.get("parameters", {"type": "object", "properties": {}})
+    if not isinstance(parameters, dict):
+        raise RequestError(400, f"{where}.function.parameters must be a JSON schema object, found {parameters!r:.80}",
+                           param="tools")
+    description = function.get("description")
+    if description is not None and not isinstance(description, str):
+        raise RequestError(400, f"{where}.function.description must be a string, found {description!r:.80}",
+                           param="tools")
+    return {"type": "function", "function": {"name": name, "description": description or "", "parameters": parameters}}
+
+
+def _call_schema(function: Dict[str, Any]) -> Dict[str, Any]:
+    return {"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": function["parameters"]},
+            "required": ["name", "arguments"], "additionalProperties": False}
+
+
+def tool_plan(tools: Any, tool_choice: Any) -> ToolPlan:
+    """The tools and tool_choice of a request body, checked."""
+    if tools is None:
+        if tool_choice not in (None, "none", "auto"):
+            raise RequestError(400, f"tool_choice {tool_choice!r:.60} needs tools", param="tool_choice")
+        return ToolPlan((), "none", None)
+    if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
+        raise RequestError(400, f"tools must be a list of at most {MAX_TOOLS} function tools, found {tools!r:.80}",
+                           param="tools")
+    functions = [_function(tool, i) for i, tool in enumerate(tools)]
+    names = [f["function"]["name"] for f in functions]
+    if len(set(names)) != len(names):
+        raise RequestError(400, f"tools must have distinct names, found {names!r:.120}", param="tools")
+    choice = "auto" if tool_choice is None else tool_choice
+    if isinstance(choice, dict):
+        named = choice.get("function") if choice.get("type") == "function" else None
+        name = named.get("name") if isinstance(named, dict) else None
+        if name not in names:
+            raise RequestError(400, f"tool_choice must name one of the tools ({', '.join(names)}), found {choice!r:.80}",
+                               param="tool_choice")
+        choice = name
+    elif choice not in TOOL_CHOICES:
+        raise RequestError(400, f"tool_choice must be none, auto, required or {{type: function, function: {{name}}}}, "
+                           f"found {choice!r:.80}", param="tool_choice")
+    if not functions or choice == "none":
+        return ToolPlan(tuple(functions), "none", None)
+    chosen = [f["function"] for f in functions if choice in ("auto", "required") or f["function"]["name"] == choice]
+    schemas = [_call_schema(f) for f in chosen]
+    call = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    if choice == "auto":
+        # free text that does not open with "{", or a valid call
+        lark = f"start: call | text\ncall: %json {json.dumps(call)}\ntext: /[^{{](.|\\n)*/\n"
+        constraint = Constraint.lark(lark)
+    else:
+        constraint = Constraint.json_schema(call, name=choice if choice != "required" else None)
+    try:
+        constraint.check()
+    except UsageError as exc:
+        raise RequestError(400, f"a tool's parameters cannot be used as a constraint: {exc}", param="tools") from None
+    return ToolPlan(tuple(functions), choice, constraint)
+
+
+def tool_calls(text: str, plan: ToolPlan) -> Optional[List[Dict[str, Any]]]:
+    """The tool call an answer makes, in OpenAI's shape (None: the answer is not a call)."""
+    if not plan.calls or not text.lstrip().startswith("{"):
+        return None
+    try:
+        call = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or "arguments" not in call:
+        return None
+    return [{"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
+             "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]
