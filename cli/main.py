@@ -20,6 +20,7 @@ from rich.text import Text
 from edgert import demo as demo_job
 from edgert.bundle import Bundle, pack as pack_files
 from edgert.calibrate import DEFAULT_GRID, QUICK_GRID, calibrate as run_calibration
+from edgert.constraint import from_options
 from edgert.converters.pipeline import convert as run_convert
 from edgert.converters.registry import targets as converter_targets
 from edgert.request import AUTO, Request
@@ -149,11 +150,12 @@ def _run_one(runtime, request: Request, as_json: bool):
         sys.stdout.flush()
 
     planned = request.strategy is not None
-    result = runtime.run(request, on_token=None if as_json or planned else stream)
+    settled_late = request.fallback is not None  # the fallback may replace the answer: print it whole
+    result = runtime.run(request, on_token=None if as_json or planned or settled_late else stream)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return result
-    if planned:
+    if planned or settled_late:
         sys.stdout.write(result.text.strip())
         if result.answer is not None:
             sys.stdout.write(f"\nanswer: {result.answer}")
@@ -200,26 +202,38 @@ RUN_OPTIONS = {
 @click.option("--raw", is_flag=True, help="Send the prompt as-is, without the chat template.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
 @click.option("--ctx", "n_ctx", default=2048, show_default=True, type=click.IntRange(min=16), help="Context size in tokens.")
+@click.option("--json-schema", "json_schema", type=click.Path(path_type=Path),
+              help="Constrain the answer to this JSON schema (a file); JSON comes out compact.")
+@click.option("--regex", help="Constrain the answer to match this regular expression (Rust regex syntax).")
+@click.option("--choices", help="Constrain the answer to one of these comma-separated strings.")
+@click.option("--grammar", type=click.Path(path_type=Path), help="Constrain the answer to a Lark grammar (a .gbnf file: GBNF).")
+@click.option("--fallback", help="Print this instead of an answer that could not meet the constraint by the deadline.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and telemetry as JSON instead of streaming.")
 def run(bundle_dir: Path, prompt: str, deadline: Optional[str], max_tokens: int, variant: Optional[str],
         strategy: Optional[str], device_profile: Optional[Path], power: Optional[str], energy: Optional[str],
         n: Optional[int], think_tokens: Optional[int], answer_type: Optional[str], pattern: Optional[str],
         task_set: Optional[str], trace_path: Optional[Path], temperature: float, top_p: float, seed: Optional[int],
-        stop: List[str], system: Optional[str], raw: bool, threads: Optional[int], n_ctx: int, as_json: bool) -> None:
+        stop: List[str], system: Optional[str], raw: bool, threads: Optional[int], n_ctx: int,
+        json_schema: Optional[Path], regex: Optional[str], choices: Optional[str], grammar: Optional[Path],
+        fallback: Optional[str], as_json: bool) -> None:
     """Answer PROMPT with a model from BUNDLE_DIR, streaming tokens as they come.
 
     \b
     edgert run my-bundle "Name three colors." --deadline 2s
     edgert run my-bundle "What is 17 + 25?" --strategy sc --n 5 --answer-type number
+    edgert run my-bundle "Obstacle ahead: stop or go?" --json-schema action.json --deadline 500ms \\
+        --fallback '{"action": "stop"}'
     edgert run my-bundle "Tom has 3 apples and buys 4 more. How many?" --strategy auto \\
         --profile edgert-profile.json --deadline 1.5s --power 10W --task-set arithmetic
     """
+    constraint = from_options(json_schema=json_schema, regex=regex, choices=choices, grammar=grammar,
+                              names=("--json-schema", "--regex", "--choices", "--grammar"))
     request = Request(
         prompt, chat=not raw, system=system, deadline_s=parse_duration_s(deadline),
         power_w=parse_quantity(power, "--power", "W"), energy_j=parse_quantity(energy, "--energy", "J"),
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop),
         strategy=strategy, variant=None if variant in (None, AUTO) else variant, n=n, think_tokens=think_tokens,
-        answer_type=answer_type, pattern=pattern, task_set=task_set,
+        answer_type=answer_type, pattern=pattern, task_set=task_set, constraint=constraint, fallback=fallback,
     ).check(has_profile=device_profile is not None, names=RUN_OPTIONS)  # before any model loads
     # --power moves the device's power knob (nvpmodel on a Jetson, the NVML limit on a GPU)
     knob = "auto" if request.power_w is not None else None
@@ -578,7 +592,8 @@ def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[
 # ---------------------------------------------------------------------------- serve
 @main.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface, which needs --api-key or --insecure-no-auth).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
 @click.option("--profile", "device_profile", type=click.Path(path_type=Path),
               help="Device profile JSON: enables strategy auto and power_w / energy_j per request.")
@@ -591,9 +606,19 @@ def plan(bundle_dir: Path, device_profile: Path, deadline: str, power: Optional[
 @click.option("--ctx", "n_ctx", default=2048, show_default=True, type=click.IntRange(min=16), help="Context size in tokens.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(("critical", "error", "warning", "info", "debug")), help="uvicorn's log level.")
+@click.option("--api-key", metavar="KEY",
+              help="Require Authorization: Bearer KEY on every route but /health (401 otherwise). "
+                   "Default: the EDGERT_API_KEY environment variable, which other users cannot see in ps.")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Allow a --host other machines can reach (not 127.0.0.0/8, ::1, localhost) without an API key; "
+                   "refused otherwise.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Browser origin allowed to call the API, e.g. http://localhost:3000 (repeatable; "
+                   "default none: no CORS headers). Preflights need no key.")
 def serve(bundle_dir: Path, host: str, port: int, device_profile: Optional[Path], queue_size: int,
           default_deadline: Optional[str], model_id: Optional[str], trace_path: Optional[Path], threads: Optional[int],
-          n_ctx: int, log_level: str) -> None:
+          n_ctx: int, log_level: str, api_key: Optional[str], insecure_no_auth: bool,
+          cors_origins: List[str]) -> None:
     """Serve BUNDLE_DIR over a local OpenAI-compatible HTTP API, with deadlines.
 
     \b
@@ -604,13 +629,23 @@ def serve(bundle_dir: Path, host: str, port: int, device_profile: Optional[Path]
     object with the configuration and telemetry.
 
     \b
+    Security: it listens on 127.0.0.1 only by default. With an API key (--api-key or
+    EDGERT_API_KEY) clients send Authorization: Bearer KEY; a --host other machines
+    can reach is refused without a key unless --insecure-no-auth. Browsers get CORS
+    headers only for the --cors-origin origins.
+
+    \b
     edgert serve my-bundle --profile edgert-profile.json --port 8080
     curl localhost:8080/v1/chat/completions -d '{"model": "...", "deadline_ms": 1500,
         "messages": [{"role": "user", "content": "Hello"}]}'
     """
-    from edgert.serve.app import Server, check_address, serve as run_server  # needs edgert[serve]; says so if missing
+    from edgert.serve.app import (Server, check_address, check_exposure, check_origins, resolve_api_key,
+                                  serve as run_server)  # needs edgert[serve]; says so if missing
 
     default_deadline_s = parse_duration_s(default_deadline, "--default-deadline")
+    api_key = resolve_api_key(api_key)
+    exposed = check_exposure(host, api_key, insecure_no_auth)  # before loading models, like the checks below
+    origins = check_origins(cors_origins)
     check_address(host, port)  # before loading models: a taken port is a one-line error, at once
     with Runtime(bundle_dir, n_ctx=n_ctx, n_threads=threads, profile=device_profile, trace_path=trace_path,
                  power_knob="auto") as runtime:  # requests' power_w move the device's knob where it has one
@@ -619,8 +654,10 @@ def serve(bundle_dir: Path, host: str, port: int, device_profile: Optional[Path]
         err.print(f"edgert serve: model {server.model_id!r} ({', '.join(f'{k} loaded in {v:.0f} ms' for k, v in loaded.items())})"
                   f" on http://{host}:{port}/v1 · queue {queue_size}"
                   + (" · strategy auto enabled" if server.auto_enabled else " · no --profile: strategy auto disabled")
-                  + " · Ctrl-C stops")
-        run_server(server, host=host, port=port, log_level=log_level)
+                  + (" · API key required" if api_key else "") + " · Ctrl-C stops")
+        if exposed:
+            err.print(Text(f"warning: {exposed}", style="yellow"))
+        run_server(server, host=host, port=port, log_level=log_level, api_key=api_key, cors_origins=origins)
 
 
 if __name__ == "__main__":  # pragma: no cover

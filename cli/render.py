@@ -95,6 +95,10 @@ def summary_line(result) -> str:
         verdict = "met" if result.deadline_met else "missed"
         deadline = f"deadline {result.deadline_s * 1000:.0f} ms: {verdict}" + (" (cut)" if result.deadline_cut else "")
     head = f"[{result.variant}]"
+    constraint = result.constraint_record()
+    if constraint is not None:
+        verdict = "met" if constraint["satisfied"] else "NOT met" + (", fallback printed" if constraint["fallback_used"] else "")
+        deadline += f" · constraint {constraint['kind']}: {verdict}"
     if result.config:
         head = f"[{Config.from_dict(result.config).label}]"
         samples = f" · {len(result.samples)} sample{'s' if len(result.samples) != 1 else ''}"

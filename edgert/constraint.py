@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Tuple
 
 from .errors import BackendUnavailableError, UsageError
@@ -171,6 +172,31 @@ def _first_line(text: str) -> str:
     return line[:300]
 
 
-def choices_of(constraint: Optional[Constraint]) -> Tuple[str, ...]:
-    """The options of a choices constraint (empty for any other)."""
-    return constraint.value if constraint is not None and constraint.kind == "choices" else ()
+def from_options(*, json_schema: Optional[Path] = None, regex: Optional[str] = None,
+                 choices: Optional[str] = None, grammar: Optional[Path] = None,
+                 names: Tuple[str, str, str, str] = ("json_schema", "regex", "choices", "grammar")) -> Optional[Constraint]:
+    """The constraint of a front end's options (at most one): a JSON schema file, a regex,
+    comma-separated choices, or a grammar file (``.gbnf`` is GBNF, anything else Lark).
+    names: how the front end spells the options, for messages."""
+    given = [(name, value) for name, value in zip(names, (json_schema, regex, choices, grammar)) if value is not None]
+    if len(given) > 1:
+        raise UsageError(f"give one constraint, found {' and '.join(name for name, _ in given)}", field="constraint")
+    if json_schema is not None:
+        return Constraint.json_schema(_read(json_schema, names[0]), name=Path(json_schema).stem).check()
+    if regex is not None:
+        return Constraint.regex(regex).check()
+    if choices is not None:
+        options = tuple(c.strip() for c in choices.split(",") if c.strip())
+        return Constraint.choices(options).check()
+    if grammar is not None:
+        text = _read(grammar, names[3])
+        return (Constraint.gbnf(text) if Path(grammar).suffix.lower() == ".gbnf" else Constraint.lark(text)).check()
+    return None
+
+
+def _read(path: Path, option: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option}: expected a readable UTF-8 file, found {path} ({exc.__class__.__name__})",
+                         field="constraint") from None

@@ -125,26 +125,31 @@ class GuidedSequence:
         self.steering = False  # favour closing tokens (the end is near)
 
     # ------------------------------------------------------------- decoding
-    def allowed(self, matcher=None) -> np.ndarray:
-        """The tokens the grammar allows next, as a boolean array over the logits."""
+    def blocked(self, matcher=None) -> np.ndarray:
+        """The tokens the grammar forbids next, as a boolean array as wide as the logits."""
         matcher = matcher or self.matcher
-        bits = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
-        allowed = np.unpackbits(bits, bitorder="little")[: self.guide.n_vocab].astype(bool)
-        if allowed.size < self.guide.n_vocab:
-            allowed = np.concatenate([allowed, np.zeros(self.guide.n_vocab - allowed.size, dtype=bool)])
-        allowed[self.guide.end_ids] = matcher.is_accepting()  # every end token of the model, only when complete
-        return allowed
+        n = self.guide.n_vocab
+        bits = np.invert(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8))  # set bit: forbidden
+        blocked = np.unpackbits(bits, bitorder="little", count=min(n, bits.size * 8)).view(bool)
+        if blocked.size < n:  # ids beyond the tokenizer's vocabulary are never drawn
+            blocked = np.concatenate([blocked, np.ones(n - blocked.size, dtype=bool)])
+        blocked[self.guide.end_ids] = not matcher.is_accepting()  # every end token of the model, only when complete
+        return blocked
+
+    def allowed(self, matcher=None) -> np.ndarray:
+        return ~self.blocked(matcher)
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
         """Logits with every token the grammar forbids at -inf (timed into ``mask_ms``)."""
         started = time.perf_counter()
-        allowed = self.allowed()
-        if not allowed.any():
+        blocked = self.blocked()
+        if blocked.size != logits.size:  # logits padded beyond the tokenizer's vocabulary (never drawn)
+            blocked = np.resize(blocked, logits.size) if blocked.size > logits.size else np.concatenate(
+                [blocked, np.ones(logits.size - blocked.size, dtype=bool)])
+        if blocked.all():
             raise GenerationError(f"the constraint allows no token here: {self.matcher.get_error()[:200] or 'dead end'}")
-        if allowed.size != logits.size:  # logits padded beyond the tokenizer's vocabulary (never drawn)
-            allowed = np.resize(allowed, logits.size) if allowed.size > logits.size else np.concatenate(
-                [allowed, np.zeros(logits.size - allowed.size, dtype=bool)])
-        masked = np.where(allowed, logits, np.float32(-np.inf)).astype(np.float32, copy=False)
+        masked = np.array(logits, dtype=np.float32)  # a copy: the engine's logits stay as they were
+        masked[blocked] = -np.inf
         if self.steering:
             closers = self.guide.closers if self.guide.closers.size == masked.size else np.resize(self.guide.closers, masked.size)
             masked[closers] += np.float32(STEER_BONUS)

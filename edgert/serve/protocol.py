@@ -242,7 +242,8 @@ def _messages(body: Dict[str, Any]) -> List[Dict[str, Any]]:
         message: Dict[str, Any] = {"role": role}
         if role == "assistant" and m.get("tool_calls") is not None:
             message["tool_calls"] = _history_calls(m["tool_calls"], where)
-            message["content"] = None if m.get("content") is None else _text_content(m["content"], where)
+            # "" rather than null: templates that know nothing of tool calls still render it
+            message["content"] = "" if m.get("content") is None else _text_content(m["content"], where)
         else:
             message["content"] = _text_content(m.get("content", ""), where)
         if role == "tool":

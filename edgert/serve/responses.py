@@ -41,9 +41,11 @@ def _openai_finish(reason: str, satisfied: Optional[bool]) -> str:
 
 def answers(job: Job, result: Optional[RuntimeResult]) -> List[Answer]:
     """The choices of a response (one, or ``n``); None: the deadline passed in the queue."""
-    if result is None:
-        return [Answer("", "length", satisfied=False if job.request.constraint is not None else None)]
     fallback = job.request.fallback
+    if result is None:  # nothing ran: the fallback if there is one, else an empty answer
+        if fallback is not None:
+            return [Answer(fallback, "stop")]
+        return [Answer("", "length", satisfied=False if job.request.constraint is not None else None)]
     if result.completions:
         out = []
         for g in result.completions:
@@ -81,7 +83,7 @@ def telemetry(job: Job, result: Optional[RuntimeResult]) -> Dict[str, Any]:
                 "warnings": ["the deadline passed while the request waited in the queue; answered empty"]}
         if job.request.constraint is not None:
             data["constraint"] = {"kind": job.request.constraint.describe(), "satisfied": False,
-                                  "fallback_used": False, "closed_tokens": 0}
+                                  "fallback_used": job.request.fallback is not None, "closed_tokens": 0}
         return data
     data = result.to_dict()
     data.pop("text")
