@@ -125,18 +125,27 @@ class Runtime:
         self._last = None
 
     # ------------------------------------------------------------------ runners
-    def load(self, variant: Optional[str] = None) -> float:
+    def load(self, variant: Optional[str] = None, *, constraints: bool = False) -> float:
         """Verify and load a variant (the default one if None); return the load time in ms
-        (0 when it was already loaded). Loaded variants stay loaded."""
+        (0 when it was already loaded). Loaded variants stay loaded.
+
+        constraints: also build the variant's constrained-decoding tokenizer now (0.2-1 s),
+        so that the first request with a constraint does not spend its deadline on it."""
         chosen = self.bundle.variant(variant or self.default_variant)
         self._last = chosen.name
         if chosen.name in self._runners:
+            if constraints:
+                started = time.perf_counter()
+                self._runners[chosen.name].guide()
+                return (time.perf_counter() - started) * 1000
             return 0.0
         start = time.perf_counter()
         n_ctx = min(self.n_ctx, chosen.context_length or self.n_ctx)
         self._check_memory(chosen, n_ctx)
         runner = self._factory(self.bundle, chosen, n_ctx, self.n_threads)
         runner.load()
+        if constraints:
+            runner.guide()
         self._runners[chosen.name] = runner
         self._load_ms[chosen.name] = (time.perf_counter() - start) * 1000
         return self._load_ms[chosen.name]
@@ -145,11 +154,12 @@ class Runtime:
         """Names of the variants in memory."""
         return sorted(self._runners)
 
-    def preload(self, variants: Optional[Sequence[str]] = None) -> Dict[str, float]:
-        """Load several variants ahead of requests (all calibrated ones by default)."""
+    def preload(self, variants: Optional[Sequence[str]] = None, *, constraints: bool = False) -> Dict[str, float]:
+        """Load several variants ahead of requests (all calibrated ones by default);
+        constraints: with their constrained-decoding tokenizers (see ``load``)."""
         names = list(variants) if variants else sorted({str(r["variant"]) for r in self.bundle.manifest.accuracy_table}
                                                       or {self.default_variant})
-        return {name: self.load(name) for name in names}
+        return {name: self.load(name, constraints=constraints) for name in names}
 
     def _check_memory(self, variant: Variant, n_ctx: int) -> None:
         key = (variant.name, n_ctx)
@@ -228,10 +238,21 @@ class Runtime:
             )
         return load_ms
 
-    def _ready(self, name: str, threads: int, deadline: Deadline) -> Tuple[Runner, float]:
-        """The runner of ``name`` at ``threads``, loaded within the deadline; and the load time."""
+    def _ready(self, name: str, threads: int, deadline: Deadline, constrained: bool = False) -> Tuple[Runner, float]:
+        """The runner of ``name`` at ``threads``, loaded within the deadline (with its
+        constrained-decoding tokenizer when ``constrained``); and the load time."""
         load_ms = self._load_within(name, deadline)
         runner = self._runners[name]
+        if constrained and not runner.has_guide:
+            started = time.perf_counter()
+            runner.guide()
+            build_ms = (time.perf_counter() - started) * 1000
+            load_ms += build_ms
+            if deadline.expired():
+                raise DeadlineError(
+                    f"the deadline of {deadline.seconds * 1000:.0f} ms is shorter than building the constraint "
+                    f"tokenizer of {name} ({build_ms:.0f} ms, once per model); call Runtime.load(constraints=True) "
+                    "first or allow more time")
         if runner.n_threads != threads:
             runner.set_threads(threads)
         return runner, load_ms
@@ -256,7 +277,7 @@ class Runtime:
         meter = self._meter()
         if config is None:  # plain: the request's own sampling settings, streamed
             threads = self.n_threads
-            runner, load_ms = self._ready(name, threads, deadline)
+            runner, load_ms = self._ready(name, threads, deadline, request.constraint is not None)
             if request.completions > 1:
                 ids = runner.encode(request.prompt, chat=request.chat, system=request.system, tools=request.tools)
                 completions = runner.generate_many(ids, request.completions, request.sampling, deadline=deadline,
@@ -335,7 +356,7 @@ class Runtime:
         started = deadline.elapsed_s()
         name = config.variant
         threads = config.threads or self.n_threads
-        runner, load_ms = self._ready(name, threads, deadline)
+        runner, load_ms = self._ready(name, threads, deadline, request.constraint is not None)
         if name not in prepared:
             prepared[name] = self._prepare(runner, request)
         ids, spec = prepared[name]

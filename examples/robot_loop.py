@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """A robot control loop that asks an embedded edgert runtime for a decision every cycle.
 
-Each cycle (default 2 Hz) reads a range sensor (simulated here), asks the model whether to
-STOP or GO with a per-cycle deadline, and acts on the answer. The runtime always answers by
-the deadline; when the answer is cut short or unclear, the loop takes the safe action
+Each cycle (default 2 Hz) reads a range sensor (simulated here), asks the model for an
+action with a per-cycle deadline, and acts on it. The action comes back as JSON under a
+schema (``{"action": "STOP" | "GO"}``): decoding is constrained, so an answer that arrives
+in time always parses, and there is no "unclear" case to handle. The runtime always answers
+by the deadline; an answer the deadline cut before it was complete is flagged
+(``constraint_satisfied`` False) and replaced by the request's fallback, the safe action
 (STOP). That is the contract a control loop needs: a late answer is worse than none.
 
     python examples/robot_loop.py --bundle BUNDLE [--hz 2] [--deadline-ms 400] [--cycles 20]
@@ -25,11 +28,15 @@ import sys
 import time
 from pathlib import Path
 
+from edgert.constraint import Constraint
 from edgert.errors import EdgertError
 from edgert.runtime import Runtime
 
 SAFE_ACTION = "STOP"
-PATTERN = r"(?i)\b(STOP|GO)\b"
+ACTION_SCHEMA = {"type": "object", "properties": {"action": {"type": "string", "enum": ["STOP", "GO"]}},
+                 "required": ["action"], "additionalProperties": False}
+ACTION = Constraint.json_schema(ACTION_SCHEMA, name="action")
+FALLBACK = json.dumps({"action": SAFE_ACTION}, separators=(",", ":"))
 
 
 def read_range_m(rng: random.Random, cycle: int) -> float:
@@ -41,7 +48,8 @@ def read_range_m(rng: random.Random, cycle: int) -> float:
 #: examples far better than an instruction, and the unchanged prefix stays in llama.cpp's
 #: cache between cycles, so only the last line is evaluated each time
 FEW_SHOT = ("Distance to obstacle -> action (STOP below 1 m, else GO)\n"
-            "0.4 m -> STOP\n2.7 m -> GO\n0.8 m -> STOP\n4.1 m -> GO\n0.2 m -> STOP\n1.6 m -> GO\n")
+            + "".join(f'{d} m -> {{"action":"{a}"}}\n' for d, a in
+                      (("0.4", "STOP"), ("2.7", "GO"), ("0.8", "STOP"), ("4.1", "GO"), ("0.2", "STOP"), ("1.6", "GO"))))
 
 
 def prompt_for(distance_m: float) -> str:
@@ -49,16 +57,15 @@ def prompt_for(distance_m: float) -> str:
 
 
 def decide(runtime: Runtime, distance_m: float, deadline_s: float, planned: bool, power_w: float | None):
-    """The model's action, or the safe one when the answer is cut short or unclear. (A real
-    robot keeps a hard safety layer under this: SmolLM2-135M mostly says STOP whatever the
-    distance; the example is about the timing contract, not the model's judgement.)"""
-    kwargs = dict(deadline_s=deadline_s, answer_type="regex", pattern=PATTERN, max_tokens=3, chat=False)
+    """The model's action, or the safe one (the fallback) when the deadline cut the answer
+    short. (A real robot keeps a hard safety layer under this: SmolLM2-135M mostly says STOP
+    whatever the distance; the example is about the timing contract, not the model's judgement.)"""
+    kwargs = dict(deadline_s=deadline_s, max_tokens=12, chat=False, constraint=ACTION, fallback=FALLBACK)
     if planned:
         result = runtime.generate(prompt_for(distance_m), strategy="auto", power_w=power_w, **kwargs)
     else:
         result = runtime.generate(prompt_for(distance_m), strategy="greedy", **kwargs)
-    answer = (result.answer or "").upper()
-    return (answer if answer in ("STOP", "GO") else SAFE_ACTION), result
+    return json.loads(result.text)["action"], result  # valid JSON by construction (or the fallback)
 
 
 def main(argv=None) -> int:
@@ -87,14 +94,14 @@ def run(args, period_s: float, deadline_s: float) -> int:
     rng = random.Random(args.seed)
     latencies, decisions, met, overruns, safe_fallbacks = [], [], 0, 0, 0
     with Runtime(args.bundle, profile=args.profile) as runtime:
-        if args.profile:
-            runtime.preload()  # every variant the planner may choose, before the first cycle
+        if args.profile:  # every variant the planner may choose, before the first cycle
+            runtime.preload(constraints=True)
         else:
-            runtime.load()
+            runtime.load(constraints=True)
         # start-up, before the first cycle: evaluate the fixed prompt prefix once, with no deadline,
-        # so that every cycle only evaluates its own last line (a cold 66-token prompt takes
-        # ~300 ms on 2 cores; with the prefix cached a decision takes ~40 ms)
-        runtime.generate(FEW_SHOT, max_tokens=1, chat=False)
+        # so that every cycle only evaluates its own last line (a cold 100-token prompt takes
+        # ~300 ms on 2 cores; with the prefix cached a decision takes ~60 ms)
+        runtime.generate(FEW_SHOT, max_tokens=1, chat=False, constraint=ACTION)  # also builds the constraint's tokenizer
         next_tick = time.monotonic()
         for cycle in range(args.cycles):
             distance = read_range_m(rng, cycle)
@@ -102,7 +109,7 @@ def run(args, period_s: float, deadline_s: float) -> int:
             latencies.append(result.latency_ms)
             decisions.append(action)
             met += bool(result.deadline_met)
-            safe_fallbacks += result.answer is None
+            safe_fallbacks += result.fallback_used
             if not args.json:
                 print(f"cycle {cycle:3d}  range {distance:4.1f} m  -> {action:<4}  {result.latency_ms:6.1f} ms  "
                       f"{'ok' if result.deadline_met else 'LATE'}  ({result.variant}, {result.finish_reason})")

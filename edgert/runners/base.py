@@ -180,6 +180,11 @@ class Runner(ABC):
             self._guide = self._guide_impl()
         return self._guide
 
+    @property
+    def has_guide(self) -> bool:
+        """Whether the constrained-decoding tokenizer is built already."""
+        return self._guide is not None
+
     def _guide_impl(self) -> Guide:
         raise EdgertError(f"{type(self).__name__} cannot decode with constraints")
 

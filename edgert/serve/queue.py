@@ -86,10 +86,11 @@ class Server:
     def preload(self) -> Dict[str, float]:
         """Load the variants requests may use before the first arrives (loading would count
         against its deadline): all calibrated ones when the planner may choose, else the
-        default. Returns load time per variant in ms."""
+        default, each with its constrained-decoding tokenizer (response_format and tools need
+        it). Returns load time per variant in ms."""
         if self.auto_enabled:
-            return self.runtime.preload()
-        return self.runtime.preload([self.runtime.default_variant])
+            return self.runtime.preload(constraints=True)
+        return self.runtime.preload([self.runtime.default_variant], constraints=True)
 
     def models(self) -> List[Dict[str, Any]]:
         return protocol.models(self.model_id, self.runtime.bundle.variants, int(self.started))

@@ -147,3 +147,20 @@ def test_unsupported_fields_are_400(served, extra):
     body = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "stream": True, **extra}
     status, _headers, reply = served.raw("POST", "/v1/chat/completions", body)
     assert status == 400 and reply["error"]["code"] in ("unsupported_parameter", "unknown_parameter")
+
+
+def test_the_tool_calling_example_runs_a_tool_and_replies(served):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "tool_calling.py"
+    out = subprocess.run([sys.executable, str(example), "--url", served.base + "/v1", "--json", "Drive 2 m left."],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["call"] in ("drive", "read_sensor") and isinstance(summary["arguments"], dict)
+    assert isinstance(summary["reply"], str)
+    down = subprocess.run([sys.executable, str(example), "--url", "http://127.0.0.1:9/v1"], capture_output=True,
+                          text=True, timeout=60)
+    assert down.returncode == 2 and "no edgert server" in down.stderr and "Traceback" not in down.stderr
