@@ -1,5 +1,10 @@
 """The FastAPI application: routes, server-sent event streaming, ``serve``, ``check_address``.
 
+``create_app(server, api_key=..., cors_origins=...)`` wraps the routes in, outermost first:
+CORS (only for the origins given: preflights are answered there, without the key), the
+request counter, and the API key check (``security``). Bodies pass ``guard.load_body``
+before ``protocol.parse``, so no shape of body gets a 500.
+
 The routes read the body, hand it to the Server (``queue``) and wait for the worker while
 watching for a disconnect (which cancels the job) and for the deadline passing in the queue
 (answered empty). FastAPI and uvicorn come with ``pip install edgert[serve]``; this module
@@ -12,17 +17,21 @@ import asyncio
 import os
 import socket
 import time
+from typing import Iterable, Optional
 
 from ..errors import BackendUnavailableError, UsageError
-from . import protocol
+from . import protocol, responses
+from .guard import load_body
 from .metrics import CountRequests
 from .protocol import Job, RequestError
 from .queue import Mailbox, Server, expires_at
+from .security import RequireKey, check_api_key, check_exposure, check_origins, resolve_api_key
 
 try:
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    from starlette.middleware.cors import CORSMiddleware
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise BackendUnavailableError("edgert serve is unavailable: install edgert[serve] (fastapi, uvicorn)") from exc
@@ -32,20 +41,34 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 MAX_BODY_BYTES = 8 << 20
 DISCONNECT_POLL_S = 0.05
 #: what serving takes, in one import (Server is the queue's)
-__all__ = ["MAX_BODY_BYTES", "Server", "check_address", "create_app", "serve"]
+__all__ = ["MAX_BODY_BYTES", "Server", "check_address", "check_exposure", "check_origins", "create_app",
+           "resolve_api_key", "serve"]
 
 
 def _respond(err: RequestError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def create_app(server: Server) -> FastAPI:
-    """The FastAPI application serving ``server``."""
+def create_app(server: Server, *, api_key: Optional[str] = None, cors_origins: Iterable[str] = ()) -> FastAPI:
+    """The FastAPI application serving ``server``.
+
+    api_key: when set, every route but /health needs ``Authorization: Bearer <api_key>``
+    (401 otherwise). cors_origins: the browser origins allowed to call it (none: no CORS
+    headers at all)."""
+    origins = check_origins(cors_origins)
+    if api_key is not None:
+        check_api_key(api_key)  # now, not at the first request (Starlette builds middleware lazily)
     app = FastAPI(title="edgert", description="OpenAI-compatible API with deadlines and power limits",
                   version="1", docs_url=None, redoc_url=None)
     app.state.server = server
 
-    app.add_middleware(CountRequests, metrics=server.metrics)
+    # add_middleware wraps what is there: the last added runs first
+    if api_key is not None:
+        app.add_middleware(RequireKey, api_key=api_key)
+    app.add_middleware(CountRequests, metrics=server.metrics)  # 401s are counted too
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"], expose_headers=["Retry-After"], allow_credentials=False)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
@@ -81,7 +104,9 @@ def create_app(server: Server) -> FastAPI:
 
     async def complete(kind: str, request: Request):
         try:
-            job = server.parse(kind, await _read_body(request))
+            raw = await _read_body(request)
+            load_body(raw)  # any shape of body is a 400 here, before parse reads the same bytes
+            job = server.parse(kind, raw)
             server.admit(job)
         except RequestError as exc:
             return _respond(exc)
@@ -96,12 +121,12 @@ def create_app(server: Server) -> FastAPI:
             if outcome == "disconnected":
                 return _disconnected()
             if outcome == "expired":
-                return JSONResponse(protocol.body(job, None))
+                return JSONResponse(responses.body(job, None))
             try:
                 result = future.result()
             except Exception as exc:  # noqa: BLE001 - each error becomes its HTTP answer
                 return _respond(protocol.error_for(exc))
-            return JSONResponse(protocol.body(job, result))
+            return JSONResponse(responses.body(job, result, server.runtime.token_bytes))
         return await _stream(server, job, future, request)
 
     @app.post("/v1/chat/completions")
@@ -171,20 +196,20 @@ async def _stream(server: Server, job: Job, future, request: Request):
         event, opened = first, False
         try:
             while event[0] == "token":
-                yield protocol.chunk(job, text=event[1], first=not opened)
+                yield responses.chunk(job, text=event[1], first=not opened)
                 opened = True
                 if await _next_event(server, job, request) == "disconnected":
                     return
                 event = job.events.take()
             exc = future.exception() if future.done() else None
             if exc is not None:  # after tokens were sent the status is already 200: report it in the stream
-                yield protocol.stream_error(protocol.error_for(exc))
+                yield responses.stream_error(protocol.error_for(exc))
                 return
             result = future.result() if outcome == "ready" else None
-            if not opened:  # nothing streamed (strategies answer at the end; an expired job): the whole text
-                yield protocol.chunk(job, text=result.text if result else "", first=True)
-            yield protocol.chunk(job, finish=protocol.finish_reason(result), result=result, final=True)
-            yield protocol.STREAM_DONE
+            # nothing streamed (strategies answer at the end, tool calls and fallbacks are
+            # settled at the end, an expired job): each answer whole, then the finish
+            for event_text in responses.final_chunks(job, result, server.runtime.token_bytes, opened):
+                yield event_text
         finally:
             if not future.done():  # the client went away mid-stream (the generator was closed)
                 job.cancel.cancel()
@@ -203,11 +228,13 @@ def check_address(host: str, port: int) -> None:
                          f"unavailable ({os.strerror(exc.errno) if exc.errno else exc})") from None
 
 
-def serve(server: Server, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
-    """Run the server until interrupted (Ctrl-C)."""
+def serve(server: Server, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning", *,
+          api_key: Optional[str] = None, cors_origins: Iterable[str] = ()) -> None:
+    """Run the server until interrupted (Ctrl-C); api_key and cors_origins as in create_app."""
     import uvicorn
 
     try:
-        uvicorn.run(create_app(server), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(server, api_key=api_key, cors_origins=cors_origins), host=host, port=port,
+                    log_level=log_level)
     finally:
         server.close()
