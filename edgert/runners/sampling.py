@@ -20,6 +20,8 @@ from .guidance import GuidedSequence
 from .types import SamplingParams
 
 NUCLEUS_CANDIDATES = 1024  # top-p looks at the most likely tokens first; full sort only if they fall short
+#: temperatures below this decode greedily: the limit of sampling as T -> 0
+GREEDY_BELOW = 1e-4
 MAX_MARGIN = 1e4  # a margin this large means "certain" (also stands in for an infinite one, as JSON has none)
 
 
@@ -30,7 +32,7 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
     stays in float32 and avoids sorting the vocabulary."""
     shifted = logits - logits.max()
     log_norm = math.log(float(np.exp(shifted).sum(dtype=np.float64)))
-    if temperature == 0:
+    if temperature < GREEDY_BELOW:  # (1e-300 would be 0 in float32, and 0/0 no distribution at all)
         token = int(np.argmax(shifted))
         return token, float(shifted[token]) - log_norm
     probs = np.exp(shifted / temperature)

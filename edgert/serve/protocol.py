@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..bundle.manifest import Variant
 from ..errors import DeadlineError, EdgertError, UsageError
 from ..request import AUTO, Request
+from ..tasks import builtin_task_sets, is_generated
 from ..runners.types import CancelToken, is_finite
 from .errors import RequestError
 from .structured import ToolPlan, response_format, tool_plan
@@ -292,10 +293,12 @@ def _question(prompt: Any) -> Any:
 
 def parse(kind: str, raw: bytes, *, model_id: str, variants: Sequence[str],
           default_deadline_s: Optional[float] = None, has_profile: bool = False,
-          arrived: Optional[float] = None) -> Job:
+          arrived: Optional[float] = None, task_sets: Optional[Sequence[str]] = None) -> Job:
     """A request body of ``/v1/chat/completions`` (kind "chat") or ``/v1/completions``
     ("completion") as a Job holding its checked Request; RequestError if it is refused.
 
+    task_sets: the task set names a client may ask by besides the shipped ones and ``rg:``
+    specs (those the bundle was calibrated on); None: any. A client never names a file.
     variants: the bundle's variant names (a body's ``model`` may name one); arrived: the
     request's arrival on ``time.monotonic()`` (default: now)."""
     arrived = time.monotonic() if arrived is None else arrived
@@ -327,7 +330,7 @@ def parse(kind: str, raw: bytes, *, model_id: str, variants: Sequence[str],
         raise RequestError(400, f"strategy must be a string, found {type(strategy).__name__}", param="strategy")
     if strategy is None and (power_w is not None or energy_j is not None):
         strategy = AUTO  # only the planner can honour a power or energy limit
-    task_set = _string(body, "task_set")
+    task_set = _task_set(body, task_sets)
     tools = tool_plan(body.get("tools"), body.get("tool_choice")) if kind == "chat" else ToolPlan((), "none", None)
     constraint = response_format(body.get("response_format"))
     if constraint is not None and tools.constraint is not None:
@@ -356,6 +359,17 @@ def parse(kind: str, raw: bytes, *, model_id: str, variants: Sequence[str],
         raise RequestError(400, str(exc), param=params.get(exc.field, exc.field)) from None
     return Job(kind, model_id if variant is None else variant, request, stream, tools=tools, logprobs=logprobs,
                include_usage=include_usage)
+
+
+def _task_set(body: Dict[str, Any], allowed: Optional[Sequence[str]]) -> Optional[str]:
+    """A task set by name: shipped, ``rg:`` generated, or one the bundle was calibrated on.
+    The server never reads a file a client names."""
+    name = _string(body, "task_set")
+    if name is None or allowed is None or name in builtin_task_sets() or is_generated(name) or name in allowed:
+        return name
+    known = ", ".join([*builtin_task_sets(), *allowed, "rg:<dataset>"])
+    raise RequestError(400, f"task_set must name a shipped or calibrated task set ({known}), found {name!r:.80}",
+                       param="task_set")
 
 
 def _unsupported(name: str, why: str) -> RequestError:

@@ -97,9 +97,11 @@ class Server:
 
     def parse(self, kind: str, raw: bytes) -> Job:
         """A request body as a Job (RequestError: refused, with its 4xx)."""
+        calibrated = {str(row.get("task_set")) for row in self.runtime.bundle.manifest.accuracy_table}
         return protocol.parse(kind, raw, model_id=self.model_id,
                               variants=[v.name for v in self.runtime.bundle.variants],
-                              default_deadline_s=self.default_deadline_s, has_profile=self.auto_enabled)
+                              default_deadline_s=self.default_deadline_s, has_profile=self.auto_enabled,
+                              task_sets=sorted(calibrated))
 
     # ------------------------------------------------------------- queueing
     def admit(self, job: Job) -> None:

@@ -152,7 +152,7 @@ def test_strategy_auto_with_power_limit_and_planner_choice(served, client):
     ({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "temperature": 9}, 400, "temperature"),
     ({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "strategy": "magic"}, 400, "strategy"),
     ({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "strategy": "auto"}, 400, "deadline_ms"),
-    ({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "n": 3}, 400, "n"),
+    ({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "n": 9}, 400, "n"),
     ({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, 400, "stream"),
     ({"model": "smol", "prompt": ""}, 400, "prompt"),
 ])

@@ -215,3 +215,48 @@ def test_any_odd_value_of_any_field_is_a_4xx_never_a_crash():
                         parse(body, kind=kind, has_profile=kind == "chat")
                     except RequestError as exc:
                         assert 400 <= exc.status < 500, (name, value)
+
+
+def test_a_client_names_task_sets_never_files():
+    body = {"model": "smol", "messages": HI, "strategy": "greedy", "deadline_ms": 300}
+    for name in ("arithmetic", "mine", "rg:chain_sum"):
+        assert parse({**body, "task_set": name}, task_sets=["mine"]).request.task_set == name
+    for name in ("../../etc/passwd", "/etc/hosts", "tasks.jsonl", "other"):
+        with pytest.raises(RequestError) as caught:
+            parse({**body, "task_set": name}, task_sets=["mine"])
+        assert caught.value.status == 400 and caught.value.param == "task_set"
+
+
+def test_structured_fields_become_the_request_constraint():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    job = parse({"model": "smol", "messages": HI, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}},
+        "fallback": {"a": 0}, "logprobs": True, "top_logprobs": 2, "n": 2, "logit_bias": {"7": -100},
+        "presence_penalty": 0.5})
+    request = job.request
+    assert request.constraint.kind == "json_schema" and request.constraint.name == "thing"
+    assert request.fallback == '{"a": 0}' and request.top_logprobs == 2 and request.completions == 2
+    assert request.logit_bias == {7: -100.0} and request.presence_penalty == 0.5 and job.logprobs
+    assert not job.streams_tokens  # not streaming, and a fallback may replace the answer
+    tools = parse({"model": "smol", "messages": HI, "tool_choice": "required", "tools": [
+        {"type": "function", "function": {"name": "go", "parameters": schema}}]})
+    assert tools.request.constraint.kind == "json_schema" and tools.request.tools[0]["function"]["name"] == "go"
+    with pytest.raises(RequestError, match="cannot both"):
+        parse({"model": "smol", "messages": HI, "tool_choice": "required", "response_format": {"type": "json_object"},
+               "tools": [{"type": "function", "function": {"name": "go"}}]})
+
+
+def test_tool_calls_and_fallbacks_in_responses():
+    job = parse({"model": "smol", "messages": HI, "tool_choice": "required", "fallback": "none",
+                 "tools": [{"type": "function", "function": {"name": "go"}}]})
+    call = responses.body(job, _result('{"name":"go","arguments":{"x":1}}', constraint_satisfied=True,
+                                       constraint="json_schema"))
+    choice = call["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    assert json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"]) == {"x": 1}
+    flagged = responses.body(job, _result("none", constraint_satisfied=False, fallback_used=True,
+                                          constraint="json_schema"))
+    assert flagged["choices"][0]["message"]["content"] == "none" and flagged["choices"][0]["finish_reason"] == "stop"
+    assert flagged["edgert"]["constraint"]["fallback_used"] is True
+    queued = responses.body(job, None)  # expired in the queue: the fallback, flagged
+    assert queued["choices"][0]["message"]["content"] == "none" and queued["edgert"]["constraint"]["satisfied"] is False

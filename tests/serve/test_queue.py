@@ -13,12 +13,13 @@ from edgert.serve.queue import Server, expires_at
 class FakeRuntime:
     def __init__(self, profile=None):
         variants = [SimpleNamespace(name="q4", format="gguf", quantization="Q4_1", size_bytes=1)]
-        self.bundle = SimpleNamespace(variants=variants, manifest=SimpleNamespace(model_name="smol"))
+        self.bundle = SimpleNamespace(variants=variants, manifest=SimpleNamespace(model_name="smol", accuracy_table=[]))
         self.profile, self.default_variant = profile, "q4"
         self.preloaded, self.requests = [], []
 
-    def preload(self, variants=None):
+    def preload(self, variants=None, constraints=False):
         self.preloaded.append(variants)
+        self.constraints = constraints
         return {"q4": 1.0}
 
     def run(self, request, *, on_token=None, cancel_token=None):
@@ -36,6 +37,7 @@ def test_preload_loads_every_variant_only_when_the_planner_may_choose():
     planned = FakeRuntime(profile=object())
     Server(planned).preload()
     assert plain.preloaded == [["q4"]] and planned.preloaded == [None]  # None: all calibrated variants
+    assert plain.constraints and planned.constraints  # response_format and tools need the tokenizers at once
 
 
 def test_a_full_queue_refuses_with_503_and_retry_after():
