@@ -52,3 +52,25 @@ def test_valid_requests_pass_and_sequences_become_tuples():
     Request("hi", strategy="greedy", power_w=5).check()  # a power limit with a named strategy moves the knob
     with pytest.raises(UsageError, match="message list"):
         Request([{"role": "user", "content": "hi"}], chat=False).check()
+
+
+def test_constraint_and_openai_sampling_fields_are_checked():
+    from edgert.constraint import Constraint
+
+    good = Request("hi", constraint=Constraint.choices(["a", "b"]), fallback="a", logit_bias={3: -100},
+                   presence_penalty=1, frequency_penalty=-2, top_logprobs=20, completions=4).check()
+    params = good.sampling
+    assert params.constraint.kind == "choices" and params.logit_bias == {3: -100} and params.top_logprobs == 20
+    for fields, field in [({"constraint": "json"}, "constraint"), ({"constraint": Constraint.regex("(")}, "constraint"),
+                          ({"fallback": {"a": 1}}, "fallback"), ({"completions": 0}, "completions"),
+                          ({"completions": 2, "strategy": "greedy"}, "completions"),
+                          ({"logit_bias": {"3": 1}}, "logit_bias"), ({"logit_bias": {3: 500}}, "logit_bias"),
+                          ({"presence_penalty": 2.5}, "presence_penalty"), ({"top_logprobs": 21}, "top_logprobs"),
+                          ({"strategy": {"a": 1}}, "strategy"),
+                          ({"prompt": [{"role": "assistant", "content": None}]}, "prompt")]:
+        prompt = fields.pop("prompt", "hi")
+        with pytest.raises(UsageError) as caught:
+            Request(prompt, **fields).check()
+        assert caught.value.field == field, fields
+    calls = [{"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "f"}}]}]
+    Request(calls).check()  # an assistant's tool call may come without content

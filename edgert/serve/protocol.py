@@ -43,27 +43,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..bundle.manifest import Variant
 from ..errors import DeadlineError, EdgertError, UsageError
 from ..request import AUTO, Request
-from ..tasks import builtin_task_sets, is_generated
-from ..runners.types import CancelToken, is_finite
+from ..runners.types import CancelToken
 from .errors import RequestError
+from .fields import (flag, fallback, logit_bias, number, refuse_unknown, stream_options, string,
+                     task_set as task_set_field)
 from .structured import ToolPlan, response_format, tool_plan
 
 #: most samples one request may ask for (sc / esc / bon); a guard, like the body size limit
 MAX_SAMPLES = 64
 #: most independent answers (OpenAI's n): they are decoded in one batch (llama.cpp's n_seq_max)
 MAX_CHOICES = 8
-#: the fields a body may carry: OpenAI's (chat and completions) and edgert's extensions
-OPENAI_FIELDS = frozenset((
-    "model", "messages", "prompt", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens",
-    "temperature", "top_p", "seed", "stop", "response_format", "tools", "tool_choice", "parallel_tool_calls",
-    "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "user", "metadata", "store",
-    "service_tier", "reasoning_effort", "audio", "modalities", "prediction", "web_search_options", "functions",
-    "function_call", "echo", "best_of", "suffix", "safety_identifier", "prompt_cache_key", "verbosity",
-))
-EDGERT_FIELDS = frozenset(("deadline_ms", "power_w", "energy_j", "strategy", "task_set", "answer_type", "think_tokens",
-                           "samples", "ignore_eos", "fallback"))
-#: fields whose every value is accepted because none changes the answer (identifiers, storage hints)
-_IGNORABLE = ("user", "metadata", "safety_identifier", "prompt_cache_key", "service_tier")
 #: the runtime's finish reasons as OpenAI's (the runtime's own stays in edgert.finish_reason)
 FINISH = {"stop": "stop", "length": "length", "deadline": "length"}
 STREAM_DONE = "data: [DONE]\n\n"
@@ -157,37 +146,6 @@ def _variant_for(model: Any, model_id: str, variants: Sequence[str]) -> Optional
 
 
 # ---------------------------------------------------------------------------- parsing
-def _number(body: Dict[str, Any], name: str, *, integer: bool = False, low: Optional[float] = None,
-            high: Optional[float] = None) -> Optional[float]:
-    """A JSON number (an integer if asked), within OpenAI's or the server's range if given."""
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        kind = "an integer" if integer else "a number"
-        raise RequestError(400, f"{name} must be {kind}, found {value!r}", param=name)
-    if not is_finite(value):  # inf cannot come from JSON, but 1e999 and a 400-digit integer can
-        raise RequestError(400, f"{name} must be a finite number, found {str(value)[:40]}", param=name)
-    if (low is not None or high is not None) and not ( (low is None or value >= low) and (high is None or value <= high)):
-        bounds = f"between {low:g} and {high:g}" if low is not None and high is not None else f"at most {high:g}"
-        raise RequestError(400, f"{name} must be {bounds}, found {value!r}", param=name)
-    return value
-
-
-def _flag(body: Dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
-    if not isinstance(value, bool):
-        raise RequestError(400, f"{name} must be true or false, found {value!r}", param=name)
-    return value
-
-
-def _string(body: Dict[str, Any], name: str) -> Optional[str]:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise RequestError(400, f"{name} must be a string, found {value!r:.80}", param=name)
-    return value
-
-
 def _text_content(content: Any, where: str) -> str:
     """A message's content: a string, or a list of parts of which the text ones count."""
     if isinstance(content, str):
@@ -308,47 +266,47 @@ def parse(kind: str, raw: bytes, *, model_id: str, variants: Sequence[str],
         raise RequestError(400, f"the request body must be JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError(400, f"the request body must be a JSON object, found {type(body).__name__}")
-    _refuse_unknown(body, kind)
+    refuse_unknown(body, kind)
     variant = _variant_for(body.get("model"), model_id, variants)
     prompt = _prompt(kind, body)
-    stream = _flag(body, "stream")
-    include_usage = _stream_options(body, stream)
-    n = _number(body, "n", integer=True, low=1, high=MAX_CHOICES)
+    stream = flag(body, "stream")
+    include_usage = stream_options(body, stream)
+    n = number(body, "n", integer=True, low=1, high=MAX_CHOICES)
     max_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    sampling = {"max_tokens": _number(body, max_name, integer=True),
-                "temperature": _number(body, "temperature", low=0, high=2),
-                "top_p": _number(body, "top_p", low=0, high=1),
-                "presence_penalty": _number(body, "presence_penalty", low=-2, high=2),
-                "frequency_penalty": _number(body, "frequency_penalty", low=-2, high=2)}
-    deadline_ms = _number(body, "deadline_ms")
+    sampling = {"max_tokens": number(body, max_name, integer=True),
+                "temperature": number(body, "temperature", low=0, high=2),
+                "top_p": number(body, "top_p", low=0, high=1),
+                "presence_penalty": number(body, "presence_penalty", low=-2, high=2),
+                "frequency_penalty": number(body, "frequency_penalty", low=-2, high=2)}
+    deadline_ms = number(body, "deadline_ms")
     if deadline_ms is not None and not deadline_ms > 0:  # checked in the body's unit
         raise RequestError(400, f"deadline_ms must be a positive number of milliseconds, found {deadline_ms!r}",
                            param="deadline_ms")
-    power_w, energy_j = _number(body, "power_w"), _number(body, "energy_j")
+    power_w, energy_j = number(body, "power_w"), number(body, "energy_j")
     strategy = body.get("strategy")
     if strategy is not None and not isinstance(strategy, str):
         raise RequestError(400, f"strategy must be a string, found {type(strategy).__name__}", param="strategy")
     if strategy is None and (power_w is not None or energy_j is not None):
         strategy = AUTO  # only the planner can honour a power or energy limit
-    task_set = _task_set(body, task_sets)
+    task_set = task_set_field(body, task_sets)
     tools = tool_plan(body.get("tools"), body.get("tool_choice")) if kind == "chat" else ToolPlan((), "none", None)
     constraint = response_format(body.get("response_format"))
     if constraint is not None and tools.constraint is not None:
         raise RequestError(400, "response_format json and a tool call cannot both shape one answer: use tool_choice "
                            "none, or no response_format", param="response_format")
-    logprobs = _flag(body, "logprobs")
-    top = _number(body, "top_logprobs", integer=True, low=0, high=20)
+    logprobs = flag(body, "logprobs")
+    top = number(body, "top_logprobs", integer=True, low=0, high=20)
     if top is not None and not logprobs:
         raise RequestError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     request = Request(
         _question(prompt) if task_set is not None else prompt, chat=kind == "chat",
         deadline_s=deadline_ms / 1000 if deadline_ms is not None else default_deadline_s,
         power_w=power_w, energy_j=energy_j, strategy=strategy, variant=variant,
-        seed=_number(body, "seed", integer=True), stop=_stop(body), ignore_eos=_flag(body, "ignore_eos"),
-        n=_number(body, "samples", integer=True, high=MAX_SAMPLES),
-        think_tokens=_number(body, "think_tokens", integer=True), answer_type=_string(body, "answer_type"),
+        seed=number(body, "seed", integer=True), stop=_stop(body), ignore_eos=flag(body, "ignore_eos"),
+        n=number(body, "samples", integer=True, high=MAX_SAMPLES),
+        think_tokens=number(body, "think_tokens", integer=True), answer_type=string(body, "answer_type"),
         task_set=task_set, started_at=arrived, constraint=constraint or tools.constraint, tools=tools.tools,
-        fallback=_fallback(body), logit_bias=_logit_bias(body), completions=n or 1,
+        fallback=fallback(body), logit_bias=logit_bias(body), completions=n or 1,
         top_logprobs=(top or 0) if logprobs else 0,
         **{k: v for k, v in sampling.items() if v is not None})
     params = {"deadline_s": "deadline_ms", "n": "samples", "max_tokens": max_name, "completions": "n",
@@ -359,88 +317,3 @@ def parse(kind: str, raw: bytes, *, model_id: str, variants: Sequence[str],
         raise RequestError(400, str(exc), param=params.get(exc.field, exc.field)) from None
     return Job(kind, model_id if variant is None else variant, request, stream, tools=tools, logprobs=logprobs,
                include_usage=include_usage)
-
-
-def _task_set(body: Dict[str, Any], allowed: Optional[Sequence[str]]) -> Optional[str]:
-    """A task set by name: shipped, ``rg:`` generated, or one the bundle was calibrated on.
-    The server never reads a file a client names."""
-    name = _string(body, "task_set")
-    if name is None or allowed is None or name in builtin_task_sets() or is_generated(name) or name in allowed:
-        return name
-    known = ", ".join([*builtin_task_sets(), *allowed, "rg:<dataset>"])
-    raise RequestError(400, f"task_set must name a shipped or calibrated task set ({known}), found {name!r:.80}",
-                       param="task_set")
-
-
-def _unsupported(name: str, why: str) -> RequestError:
-    return RequestError(400, f"{name} is not supported by edgert: {why}", param=name, code="unsupported_parameter")
-
-
-def _refuse_unknown(body: Dict[str, Any], kind: str) -> None:
-    """Every field is honoured or refused: unknown ones, and known ones edgert cannot honour."""
-    unknown = sorted(k for k in body if k not in OPENAI_FIELDS and k not in EDGERT_FIELDS)
-    if unknown:
-        raise RequestError(400, f"unknown field {unknown[0]!r:.60}: expected OpenAI's fields or edgert's "
-                           f"({', '.join(sorted(EDGERT_FIELDS))})", param=str(unknown[0])[:60], code="unknown_parameter")
-    for name in ("audio", "prediction", "web_search_options", "functions", "function_call", "suffix",
-                 "reasoning_effort", "verbosity"):
-        if body.get(name) is not None:
-            raise _unsupported(name, "text generation only (use tools and tool_choice for function calls)"
-                               if name.startswith("function") else "edgert generates text from text prompts")
-    if body.get("modalities") not in (None, ["text"]):
-        raise _unsupported("modalities", 'only ["text"]')
-    if body.get("echo") not in (None, False):
-        raise _unsupported("echo", "the prompt is not repeated in the answer")
-    if body.get("best_of") not in (None, 1):
-        raise _unsupported("best_of", "use strategy bon with samples for best-of-N")
-    if body.get("store") not in (None, False):
-        raise _unsupported("store", "edgert keeps no completions (use --trace for a decision log)")
-    if body.get("parallel_tool_calls") not in (None, True, False):
-        raise RequestError(400, f"parallel_tool_calls must be true or false, found {body['parallel_tool_calls']!r:.40}",
-                           param="parallel_tool_calls")
-    if kind != "chat":
-        for name in ("tools", "tool_choice", "response_format", "parallel_tool_calls"):
-            if body.get(name) is not None:
-                raise _unsupported(name, "it belongs to /v1/chat/completions")
-
-
-def _stream_options(body: Dict[str, Any], stream: bool) -> bool:
-    """Whether a stream ends with a usage chunk (stream_options.include_usage)."""
-    options = body.get("stream_options")
-    if options is None:
-        return False
-    if not stream:
-        raise RequestError(400, "stream_options needs stream: true", param="stream_options")
-    if not isinstance(options, dict):
-        raise RequestError(400, f"stream_options must be an object, found {type(options).__name__}",
-                           param="stream_options")
-    extra = sorted(k for k in options if k != "include_usage")
-    if extra:
-        raise _unsupported(f"stream_options.{str(extra[0])[:40]}", "only include_usage is known")
-    return _flag(options, "include_usage")
-
-
-def _logit_bias(body: Dict[str, Any]) -> Optional[Dict[int, float]]:
-    """OpenAI's logit_bias: token ids (as JSON object keys) to values between -100 and 100."""
-    bias = body.get("logit_bias")
-    if bias is None:
-        return None
-    if not isinstance(bias, dict) or len(bias) > 1024:
-        raise RequestError(400, f"logit_bias must be an object of at most 1024 token ids, found {bias!r:.80}",
-                           param="logit_bias")
-    out: Dict[int, float] = {}
-    for key, value in bias.items():
-        if not (isinstance(key, str) and key.isdigit() and len(key) < 10) or isinstance(value, bool) \
-                or not isinstance(value, (int, float)) or not is_finite(value) or not -100 <= value <= 100:
-            raise RequestError(400, f"logit_bias maps token ids to numbers between -100 and 100, found "
-                               f"{key!r:.20}: {value!r:.20}", param="logit_bias")
-        out[int(key)] = float(value)
-    return out
-
-
-def _fallback(body: Dict[str, Any]) -> Optional[str]:
-    """The answer to return if the answer's constraint cannot be met (a string as it is, other JSON as JSON)."""
-    if "fallback" not in body:
-        return None
-    value = body["fallback"]
-    return value if isinstance(value, str) else json.dumps(value)

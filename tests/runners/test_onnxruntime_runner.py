@@ -1,5 +1,6 @@
 """The ONNX Runtime runner on SmolLM2-135M-Instruct exported to ONNX (fp32, with KV cache)."""
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -183,3 +184,19 @@ def test_missing_tokenizer_or_cache_inputs_are_clear_errors(onnx_fp32, tmp_path)
         OnnxRuntimeRunner(no_cache).load()
     with pytest.raises(ModelFileError, match="not found"):
         OnnxRuntimeRunner(tmp_path / "nothing.onnx").load()
+
+
+def test_constrained_json_through_the_same_sampler(runner):
+    """The constraint path is the runner-independent sampler: ONNX Runtime gets it too, with
+    llguidance's tokenizer built from tokenizer.json."""
+    import jsonschema
+
+    from edgert.constraint import Constraint
+
+    schema = {"type": "object", "properties": {"action": {"enum": ["stop", "go"]}, "speed": {"type": "number"}},
+              "required": ["action", "speed"], "additionalProperties": False}
+    result = runner.generate("Obstacle ahead. Reply in JSON with action and speed.",
+                             SamplingParams(max_tokens=40, constraint=Constraint.json_schema(schema)))
+    assert result.constraint_satisfied, result.text
+    jsonschema.validate(json.loads(result.text), schema)
+    assert runner.guide().build_ms > 0 and result.mask_ms

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from edgert.runtime import Runtime  # noqa: E402
-from edgert.serve import protocol  # noqa: E402
+from edgert.serve import fields  # noqa: E402
 from edgert.serve.app import MAX_BODY_BYTES, create_app  # noqa: E402
 from edgert.serve.queue import Server  # noqa: E402
 from test_runtime_adaptive import calibrated_copy, synthetic_profile_for  # noqa: E402
@@ -29,8 +29,8 @@ from test_runtime_adaptive import calibrated_copy, synthetic_profile_for  # noqa
 pytestmark = pytest.mark.slow
 
 CHAT, COMPLETION = "/v1/chat/completions", "/v1/completions"
-#: every field of a completion request that OpenAI or edgert knows (the protocol's own lists, where it has them)
-FIELDS = tuple(sorted(set(getattr(protocol, "OPENAI_FIELDS", ())) | set(getattr(protocol, "EDGERT_FIELDS", ())) | {
+#: every field of a completion request that OpenAI or edgert knows (the protocol's own lists, and a fixed one)
+FIELDS = tuple(sorted(set(fields.OPENAI_FIELDS) | set(fields.EDGERT_FIELDS) | {
     "model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
     "stream_options", "stop", "seed", "response_format", "tools", "tool_choice", "parallel_tool_calls", "functions",
     "function_call", "logprobs", "top_logprobs", "echo", "best_of", "suffix", "presence_penalty", "frequency_penalty",
