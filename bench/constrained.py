@@ -1,10 +1,12 @@
 """Benchmark: constrained decoding's cost, and valid answers by the deadline.
 
 1. Speed (per model: SmolLM2-135M, 49k vocabulary; Gemma-3-270M, 262k): the same prompt
-   decoded for a fixed number of tokens, plainly and under a JSON schema whose one string
-   field lets the answer run on, interleaved A/B, 1 thread. Reports the median ms per
-   decode token of each, their ratio (goal: constrained >= 0.95x the plain speed), the
-   mask time per token (median, p99) and the one-time build of llguidance's tokenizer.
+   (a long story) decoded up to a token budget, plainly and under a JSON schema whose one
+   string field lets the answer run on, interleaved A/B, 1 thread. A token's cost is the
+   loop's wall time per token after the prompt (decode step, sampling, and the mask when
+   constrained). Reports the median ms per token of each, their ratio (goal: constrained
+   >= 0.95x the plain speed), the mask time per token (median, p99) and the one-time build
+   of llguidance's tokenizer.
 2. Deadlines: 100 constrained requests (a small object schema, varied prompts, sampled)
    at each deadline through ``Runtime.run``; per deadline the share that validates with
    jsonschema, the share flagged unsatisfied, any answer flagged valid that does not
@@ -35,7 +37,10 @@ from edgert.runners.llama_cpp import LlamaCppRunner
 from edgert.runners.types import SamplingParams
 from edgert.runtime import Runtime
 
-STORY = {"type": "object", "properties": {"story": {"type": "string"}}, "required": ["story"]}
+#: the speed run's schema: a string too long to finish within the budget, so both runs decode
+#: the whole budget at the same context lengths (the constrained answer ends unfinished: that is
+#: not what is measured here)
+STORY = {"type": "object", "properties": {"story": {"type": "string", "minLength": 2000}}, "required": ["story"]}
 ROBOT = {"type": "object", "properties": {"action": {"type": "string", "enum": ["stop", "slow", "go"]},
                                           "speed": {"type": "number"}},
          "required": ["action", "speed"], "additionalProperties": False}
@@ -51,8 +56,9 @@ def speed(model: str, reps: int, tokens: int) -> dict:
         build_ms = (time.perf_counter() - started) * 1000
         ids = runner.encode(PROMPT) if runner.has_chat_template else runner.encode(PROMPT, chat=False)
         constraint = Constraint.json_schema(STORY)
-        plain = SamplingParams(max_tokens=tokens, ignore_eos=True)
-        guided = SamplingParams(max_tokens=tokens, ignore_eos=True, constraint=constraint)
+        # no ignore_eos: its redraws of end tokens would cost the plain run more than the mask costs
+        plain = SamplingParams(max_tokens=tokens)
+        guided = SamplingParams(max_tokens=tokens, constraint=constraint)
         runner.generate_ids(ids, plain)  # warm up both paths
         runner.generate_ids(ids, guided)
         rows = {"plain": [], "constrained": []}
@@ -125,22 +131,24 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--part", choices=("all", "speed", "deadlines"), default="all")
     args = parser.parse_args()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
               "threads": 1, "reps": args.reps, "tokens": args.tokens}
     report["speed"] = []
-    for model in ("smollm2-135m-instruct", "gemma-3-270m"):
+    for model in ("smollm2-135m-instruct", "gemma-3-270m") if args.part != "deadlines" else ():
         row = speed(model, args.reps, args.tokens)
         print(f"{model}: plain {row['plain_ms_per_token']:.2f} ms/token, constrained {row['constrained_ms_per_token']:.2f}"
               f" -> {row['speed_ratio']:.3f}x; mask median {row['mask_ms_median']:.3f} ms, p99 {row['mask_ms_p99']:.3f};"
               f" tokenizer build {row['tokenizer_build_ms']:.0f} ms", flush=True)
         report["speed"].append(row)
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = Path(tmp) / "smollm2"
-        pack([packaged_model_path("smollm2-135m-instruct")], bundle, model_name="smollm2-135m-instruct")
-        print("deadlines (SmolLM2, 1 thread):", flush=True)
-        report["deadlines"] = deadlines(bundle, args.requests)
+    if args.part != "speed":
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = Path(tmp) / "smollm2"
+            pack([packaged_model_path("smollm2-135m-instruct")], bundle, model_name="smollm2-135m-instruct")
+            print("deadlines (SmolLM2, 1 thread):", flush=True)
+            report["deadlines"] = deadlines(bundle, args.requests)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"constrained-{stamp}.json"
     path.write_text(json.dumps(report, indent=1))

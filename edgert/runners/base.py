@@ -26,7 +26,7 @@ import numpy as np
 
 from ..chat_template import ChatTemplate, Prompt, to_messages
 from ..errors import EdgertError, RunnerStateError, UsageError
-from .guidance import CLOSE_LOOKAHEAD, MAX_CLOSE_TOKENS, STEER_STEPS, Guide, GuidedSequence
+from .guidance import MAX_CLOSE_TOKENS, STEER_STEPS, Guide, GuidedSequence
 from .sampling import StopDecoder, TokenSampler, top2_margin
 from .types import (RETURN_MARGIN_S, CancelToken, Deadline, GenerationResult, SamplingParams,
                     StepRecord, TokenCallback)
@@ -475,11 +475,8 @@ class Runner(ABC):
                 guide = guides[i]
                 if guide is not None and not stopped and guide.finished:
                     stopped = True  # the grammar allows nothing more: the answer is complete
-                if (guide is not None and not stopped and max_new - len(outs[i]) <= CLOSE_LOOKAHEAD
-                        and len(outs[i]) < max_new):
-                    guide.steering = guide.steering or max_new - len(outs[i]) <= max_new // 2
-                    path, complete = guide.closing_path(max_new - len(outs[i]))
-                    if complete and len(path) >= max_new - len(outs[i]) - 1:
+                if guide is not None and not stopped and len(outs[i]) < max_new:
+                    if guide.must_close(max_new - len(outs[i]), max_new):
                         live.remove(i)
                         close(i, "length")  # only just room to close: close now
                         newly_done = True

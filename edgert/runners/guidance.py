@@ -86,7 +86,8 @@ class Guide:
         costs[self.end_ids] = _CLASS_COST["special"]
         self.costs = costs
         self.closers = costs < _CLASS_COST["punct"]  # tokens made only of closing characters
-        self.structural = costs < _CLASS_COST["digit"]  # closers and other punctuation: never a value
+        #: closers and other punctuation (never a value): the only tokens a closing walk may add
+        self.structural_ids = np.flatnonzero(costs < _CLASS_COST["digit"])
 
     @classmethod
     def from_llama_vocab(cls, vocab, n_vocab: int, end_ids: Sequence[int]) -> "Guide":
@@ -123,6 +124,9 @@ class GuidedSequence:
         self.mask_ms: List[float] = []  # time of every mask computed and applied
         self.closed_tokens = 0  # tokens appended by closing_path() without the model
         self.steering = False  # favour closing tokens (the end is near)
+        self._close_len: Optional[int] = None  # tokens the last closing walk took (near the budget)
+        self._masked: Optional[np.ndarray] = None
+        self._since_walk = 0
 
     # ------------------------------------------------------------- decoding
     def blocked(self, matcher=None) -> np.ndarray:
@@ -146,9 +150,14 @@ class GuidedSequence:
         if blocked.size != logits.size:  # logits padded beyond the tokenizer's vocabulary (never drawn)
             blocked = np.resize(blocked, logits.size) if blocked.size > logits.size else np.concatenate(
                 [blocked, np.ones(logits.size - blocked.size, dtype=bool)])
-        if blocked.all():
+        if self.matcher.is_error():  # a dead end: the grammar allows nothing (llguidance's error state)
             raise GenerationError(f"the constraint allows no token here: {self.matcher.get_error()[:200] or 'dead end'}")
-        masked = np.array(logits, dtype=np.float32)  # a copy: the engine's logits stay as they were
+        # into a buffer kept per sequence (a fresh 1 MB array per token costs page faults): the
+        # engine's logits stay as they were; the sampler reads the result before the next mask
+        if self._masked is None or self._masked.size != logits.size:
+            self._masked = np.empty(logits.size, dtype=np.float32)
+        masked = self._masked
+        np.copyto(masked, logits)
         masked[blocked] = -np.inf
         if self.steering:
             closers = self.guide.closers if self.guide.closers.size == masked.size else np.resize(self.guide.closers, masked.size)
@@ -186,6 +195,29 @@ class GuidedSequence:
         return MAX_CLOSE_TOKENS * self.mask_s()
 
     # -------------------------------------------------------------- closing
+    def _allowed_structural(self, matcher) -> np.ndarray:
+        """The structural tokens the grammar allows next (bits read for those ids only: a few
+        thousand, not the whole vocabulary)."""
+        bits = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
+        ids = self.guide.structural_ids
+        ids = ids[(ids >> 3) < bits.size]
+        return ids[((bits[ids >> 3] >> (ids & 7).astype(np.uint8)) & 1).astype(bool)]
+
+    def must_close(self, remaining: int, budget: int) -> bool:
+        """Whether to close now, ``remaining`` tokens before the end of a ``budget``: in the
+        last CLOSE_LOOKAHEAD tokens the sequence steers (once past half the budget), and
+        closes when closing would only just fit. The closing walk is cached and redone
+        every 4 tokens or when the end nears it, so it costs a few masks, not one per token."""
+        if remaining > CLOSE_LOOKAHEAD:
+            return False
+        self.steering = self.steering or remaining <= budget // 2
+        if self._close_len is not None and remaining > self._close_len + 2 and self._since_walk < 3:
+            self._since_walk += 1
+            return False
+        path, complete = self.closing_path(remaining)
+        self._close_len, self._since_walk = (len(path) if complete else remaining), 0
+        return complete and len(path) >= remaining - 1
+
     def closing_path(self, limit: int = MAX_CLOSE_TOKENS, until: Optional[float] = None,
                      commit: bool = False) -> Tuple[List[int], bool]:
         """The tokens that close the open structure soonest, and whether they complete it.
@@ -205,10 +237,7 @@ class GuidedSequence:
                 if matcher.consume_tokens(forced):
                     path += forced
                 continue
-            allowed = self.allowed(matcher)
-            allowed[self.guide.end_ids] = False
-            allowed &= self.guide.structural[: allowed.size]
-            candidates = np.flatnonzero(allowed)
+            candidates = self._allowed_structural(matcher)
             if candidates.size == 0:
                 break
             cost = costs[candidates] + _REUSE_COST * np.isin(candidates, path)
