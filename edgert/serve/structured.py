@@ -67,18 +67,23 @@ def response_format(value: Any) -> Optional[Constraint]:
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
             raise RequestError(400, "response_format json_schema needs a json_schema object with a schema object, "
                                f"found {spec!r:.80}", param="response_format")
-        strict = spec.get("strict")
-        if strict is not None and not isinstance(strict, bool):
-            raise RequestError(400, f"response_format json_schema.strict must be true or false, found {strict!r:.40}",
-                               param="response_format")
-        name = spec.get("name")
-        if name is not None and not isinstance(name, str):
-            raise RequestError(400, f"response_format json_schema.name must be a string, found {name!r:.40}",
-                               param="response_format")
+        _optional(spec, "strict", bool, "response_format json_schema", "response_format")
+        name = _optional(spec, "name", str, "response_format json_schema", "response_format")
         schema = spec.get("schema", {})
         return _constraint(lambda: Constraint.json_schema(schema, name=name))
     raise RequestError(400, f"response_format type must be text, json_object or json_schema, found {kind!r:.40}",
                        param="response_format")
+
+
+_KINDS = {bool: "true or false", str: "a string", dict: "an object (a JSON schema)"}
+
+
+def _optional(obj: Dict[str, Any], key: str, kind: type, where: str, param: str) -> Any:
+    """``obj[key]`` if present: of ``kind``, else a 400 naming where it is."""
+    value = obj.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise RequestError(400, f"{where}.{key} must be {_KINDS[kind]}, found {value!r:.60}", param=param)
+    return value
 
 
 def _function(tool: Any, index: int) -> Dict[str, Any]:
@@ -91,14 +96,9 @@ def _function(tool: Any, index: int) -> Dict[str, Any]:
     if not isinstance(name, str) or not name or len(name) > 64:
         raise RequestError(400, f"{where}.function.name must be a non-empty string of at most 64 characters, "
                            f"found {name!r:.80}", param="tools")
-    parameters = function.get("parameters", {"type": "object", "properties": {}})
-    if not isinstance(parameters, dict):
-        raise RequestError(400, f"{where}.function.parameters must be a JSON schema object, found {parameters!r:.80}",
-                           param="tools")
-    description = function.get("description")
-    if description is not None and not isinstance(description, str):
-        raise RequestError(400, f"{where}.function.description must be a string, found {description!r:.80}",
-                           param="tools")
+    parameters = _optional(function, "parameters", dict, f"{where}.function", "tools") or \
+        {"type": "object", "properties": {}}
+    description = _optional(function, "description", str, f"{where}.function", "tools")
     return {"type": "function", "function": {"name": name, "description": description or "", "parameters": parameters}}
 
 

@@ -70,17 +70,21 @@ class Running:
         return total
 
 
+def serving(runtime: Runtime, **server_options):
+    """A generator for a module fixture: ``runtime`` served on loopback, stopped and closed after."""
+    runtime.preload()
+    running = Running(Server(runtime, queue_size=2, model_id="smol", **server_options))
+    yield running
+    running.stop()
+    runtime.close()
+
+
 @pytest.fixture(scope="module")
 def served(smollm2_bundle, tmp_path_factory):
     """The SmolLM2 bundle with a small accuracy table and a synthetic profile, served."""
     root = calibrated_copy(smollm2_bundle, tmp_path_factory.mktemp("serve") / "bundle",
                            [("greedy", 1, 0, 16, 40), ("greedy", 1, 0, 48, 45), ("sc", 3, 0, 32, 55)])
-    runtime = Runtime(root, profile=synthetic_profile_for(root), n_threads=2)
-    runtime.preload()
-    running = Running(Server(runtime, queue_size=2, model_id="smol"))
-    yield running
-    running.stop()
-    runtime.close()
+    yield from serving(Runtime(root, profile=synthetic_profile_for(root), n_threads=2))
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
 from edgert.runtime import Runtime  # noqa: E402
-from edgert.serve.queue import Server  # noqa: E402
-from test_app import Running  # noqa: E402
+from test_app import client, serving  # noqa: E402,F401 (client: the openai client fixture on served)
 
 pytestmark = pytest.mark.slow
 ROBOT = {"type": "object", "properties": {"action": {"type": "string", "enum": ["stop", "go"]},
@@ -30,17 +29,7 @@ BEEP = {"type": "function", "function": {"name": "beep", "parameters": {"type": 
 
 @pytest.fixture(scope="module")
 def served(smollm2_bundle):
-    runtime = Runtime(smollm2_bundle, n_threads=2)
-    runtime.preload()
-    running = Running(Server(runtime, queue_size=2, model_id="smol"))
-    yield running
-    running.stop()
-    runtime.close()
-
-
-@pytest.fixture(scope="module")
-def client(served):
-    return openai.OpenAI(base_url=served.base + "/v1", api_key="unused", max_retries=0, timeout=60)
+    yield from serving(Runtime(smollm2_bundle, n_threads=2))
 
 
 def _schema_format(schema=ROBOT):
