@@ -1,8 +1,9 @@
 """OpenAI's structured output and tool calling, as edgert constraints. No FastAPI here.
 
 - ``response_format``: ``text`` (no constraint), ``json_object`` (any JSON object),
-  ``json_schema`` (its ``schema``; ``strict`` accepted either way: edgert always decodes
-  under the schema, so every answer that says it is valid is).
+  ``json_schema`` (its ``schema``; edgert always decodes under the schema, so every answer
+  that says it is valid is; with ``strict: true`` objects that list properties admit no
+  other keys unless the schema says otherwise, as in OpenAI's strict mode).
 - ``tools`` and ``tool_choice``: the tools go to the model's chat template; the answer is
   decoded as a call ``{"name": ..., "arguments": {...}}`` whose arguments are constrained to
   that tool's ``parameters`` schema. ``required`` or a named function: the answer must be a
@@ -67,15 +68,42 @@ def response_format(value: Any) -> Optional[Constraint]:
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
             raise RequestError(400, "response_format json_schema needs a json_schema object with a schema object, "
                                f"found {spec!r:.80}", param="response_format")
-        _optional(spec, "strict", bool, "response_format json_schema", "response_format")
+        strict = _optional(spec, "strict", bool, "response_format json_schema", "response_format")
         name = _optional(spec, "name", str, "response_format json_schema", "response_format")
         schema = spec.get("schema", {})
+        if strict:
+            schema = closed_objects(schema)
         return _constraint(lambda: Constraint.json_schema(schema, name=name))
     raise RequestError(400, f"response_format type must be text, json_object or json_schema, found {kind!r:.40}",
                        param="response_format")
 
 
 _KINDS = {bool: "true or false", str: "a string", dict: "an object (a JSON schema)"}
+#: schema keywords whose value is a schema, or a list or map of schemas (JSON Schema 2020-12)
+_SUBSCHEMA = ("items", "additionalItems", "contains", "not", "if", "then", "else", "propertyNames")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+
+
+def closed_objects(schema: Any) -> Any:
+    """``strict: true``: every object schema with properties and no ``additionalProperties``
+    is closed to other keys, as OpenAI's strict mode requires of its schemas (without it a
+    model may pad a valid answer with keys of its own)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
+        out["additionalProperties"] = False
+    for key in _SUBSCHEMA:
+        if key in out:
+            out[key] = closed_objects(out[key])
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [closed_objects(s) for s in out[key]]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {k: closed_objects(v) for k, v in out[key].items()}
+    return out
 
 
 def _optional(obj: Dict[str, Any], key: str, kind: type, where: str, param: str) -> Any:

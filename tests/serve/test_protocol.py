@@ -260,3 +260,23 @@ def test_tool_calls_and_fallbacks_in_responses():
     assert flagged["edgert"]["constraint"]["fallback_used"] is True
     queued = responses.body(job, None)  # expired in the queue: the fallback, flagged
     assert queued["choices"][0]["message"]["content"] == "none" and queued["edgert"]["constraint"]["satisfied"] is False
+
+
+def test_strict_schemas_close_their_objects():
+    from edgert.serve.structured import closed_objects
+
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "integer"}}},
+                                               "c": {"type": "array", "items": {"type": "object", "properties": {}}}},
+              "$defs": {"d": {"type": "object", "properties": {"e": {}}, "additionalProperties": True}}}
+    closed = closed_objects(schema)
+    assert closed["additionalProperties"] is False
+    assert closed["properties"]["a"]["additionalProperties"] is False
+    assert closed["properties"]["c"]["items"]["additionalProperties"] is False
+    assert closed["$defs"]["d"]["additionalProperties"] is True  # what the schema says stands
+    assert "additionalProperties" not in schema  # the caller's schema is not changed
+    strict = parse({"model": "smol", "messages": HI, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}}})
+    assert strict.request.constraint.value["additionalProperties"] is False
+    loose = parse({"model": "smol", "messages": HI, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
+    assert "additionalProperties" not in loose.request.constraint.value
