@@ -30,6 +30,8 @@ from ..errors import BackendUnavailableError, GenerationError, UsageError
 
 #: most tokens a structure may take to close once decoding stops (a bound, rarely reached)
 MAX_CLOSE_TOKENS = 64
+#: closing tokens whose masks decoding keeps time for (quotes and brackets of a few levels)
+RESERVE_CLOSE_TOKENS = 16
 #: while this few tokens of the budget are left, the runner checks whether closing still fits
 CLOSE_LOOKAHEAD = 16
 #: what a fresh sequence assumes one mask costs before it has measured one
@@ -191,8 +193,9 @@ class GuidedSequence:
         return float(np.median(self.mask_ms)) / 1000 if self.mask_ms else FIRST_MASK_S
 
     def close_reserve_s(self) -> float:
-        """Time to keep back for closing: the longest closing walk at the measured mask time."""
-        return MAX_CLOSE_TOKENS * self.mask_s()
+        """Time to keep back for closing: a typical closing walk at the measured mask time
+        (a longer walk is cut at the deadline and the answer flagged, never late)."""
+        return RESERVE_CLOSE_TOKENS * self.mask_s()
 
     # -------------------------------------------------------------- closing
     def _allowed_structural(self, matcher) -> np.ndarray:

@@ -220,6 +220,7 @@ class LlamaCppRunner(Runner):
         if should_abort is not None:
             self._abort_check = should_abort
             self._lib.llama_set_abort_callback(self._ctx, self._abort_fn, None)
+        done = keep  # tokens of ids the cache holds
         try:
             for start in range(keep, len(ids), self._n_batch):
                 if should_abort is not None and should_abort():
@@ -228,6 +229,16 @@ class LlamaCppRunner(Runner):
                 last = start + len(chunk) == len(ids)
                 n = len(chunk)
                 self._decode(chunk, range(start, start + n), [0] * n, [False] * (n - 1) + [last])
+                done = start + n
+        except _Aborted:
+            # keep what was evaluated before the cut (a control loop's fixed prefix, say), so
+            # that one cut request does not make the next evaluate everything again
+            if done and self._lib.llama_memory_seq_rm(self._memory, 0, done, -1):
+                self._cached, self._pos = list(ids[:done]), done
+            else:
+                self._lib.llama_memory_clear(self._memory, True)
+                self._cached, self._pos = [], 0
+            raise
         finally:
             if should_abort is not None:
                 # steps are checked between tokens; polling Python from every graph node
@@ -248,6 +259,7 @@ class LlamaCppRunner(Runner):
                 break
             keep += 1
         keep = min(keep, len(ids) - 1)  # the last prompt token is evaluated for its logits
+        self._prefix_hit = keep  # what a cut evaluation reports too
         self._prefix_hit = self._evaluate_prompt(ids, should_abort, keep)
         return self._logits()
 

@@ -169,3 +169,17 @@ def test_sampler_follows_the_softmax_and_truncates_to_the_nucleus():
     assert np.allclose(nucleus[:2], probs[:2] / probs[:2].sum(), atol=0.015)
     token, logprob = sample(logits, 0.0, 1.0, rng)
     assert token == 0 and logprob == pytest.approx(float(np.log(probs[0])), abs=1e-5)
+
+
+def test_a_prefill_cut_by_the_deadline_keeps_the_cached_prefix(smollm2_runner):
+    """A control loop's fixed prefix survives a request the deadline cut in prompt evaluation:
+    the next request evaluates only its own tokens, not the whole prompt again."""
+    prefix = smollm2_runner.tokenize("You control a robot. Answer stop or go.\n" * 4)
+    smollm2_runner.forget_cache()
+    smollm2_runner.generate_ids(prefix, SamplingParams(max_tokens=1))
+    long_tail = smollm2_runner.tokenize_continuation(" an obstacle report that goes on and on," * 60)
+    cut = smollm2_runner.generate_ids(prefix + long_tail, SamplingParams(max_tokens=4), deadline=Deadline(0.03))
+    assert cut.finish_reason == "deadline" and cut.tokens_out == 0 and cut.cached_tokens == len(prefix)
+    after = smollm2_runner.generate_ids(prefix + smollm2_runner.tokenize_continuation(" wall, 1 m"),
+                                        SamplingParams(max_tokens=2))
+    assert after.cached_tokens == len(prefix)
