@@ -57,26 +57,17 @@ def _strftime_now(fmt: str) -> str:
     return _dt.datetime.now().strftime(fmt)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: Optional[int] = None,
-            separators: Any = None, sort_keys: bool = False) -> str:
-    """transformers' ``tojson`` filter (json.dumps, no HTML escaping), which tool-calling
-    templates use to print tool schemas and arguments."""
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
 def _one_line(text: Any, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-#: message keys passed to the template besides role and content (tool calling, as in
-#: OpenAI's messages and transformers' chat templates)
+#: message keys the template gets besides role and content (tool calling, as in transformers)
 TOOL_KEYS = ("tool_calls", "tool_call_id", "name")
 
 
 def message_ok(message: Any) -> bool:
-    """A message the templates can render: a role and text content (an assistant's tool
-    calls may come without content)."""
+    """A role and text content (an assistant's tool calls may come without content)."""
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         return False
     content = message.get("content")
@@ -340,7 +331,7 @@ class ChatTemplate:
         self.timeout_s = timeout_s
         # as transformers renders them: loop controls on, tojson without HTML escaping
         env = _make_environment()(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-        env.filters["tojson"] = _tojson
+        env.filters["tojson"] = functools.partial(json.dumps, ensure_ascii=False)  # transformers' tojson
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
         self._env = env

@@ -78,10 +78,6 @@ class Constraint:
         return cls("gbnf", grammar)
 
     # ------------------------------------------------------------------ checks
-    @property
-    def is_json(self) -> bool:
-        return self.kind in ("json_schema", "json_object")
-
     def describe(self) -> str:
         """One line for telemetry and messages."""
         return self.kind + (f" {self.name}" if self.name else "")

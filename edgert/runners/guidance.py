@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -142,9 +142,6 @@ class GuidedSequence:
         blocked[self.guide.end_ids] = not matcher.is_accepting()  # every end token of the model, only when complete
         return blocked
 
-    def allowed(self, matcher=None) -> np.ndarray:
-        return ~self.blocked(matcher)
-
     def mask(self, logits: np.ndarray) -> np.ndarray:
         """Logits with every token the grammar forbids at -inf (timed into ``mask_ms``)."""
         started = time.perf_counter()
@@ -253,7 +250,3 @@ class GuidedSequence:
             self.closed_tokens += len(path)
         return path, complete
 
-
-def guided(guide_for: Callable[[], Guide], constraint: Optional[Constraint]) -> Optional[GuidedSequence]:
-    """A sequence's matcher for a constraint (None without one)."""
-    return None if constraint is None else guide_for().sequence(constraint)

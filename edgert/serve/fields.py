@@ -20,8 +20,6 @@ OPENAI_FIELDS = frozenset((
 ))
 EDGERT_FIELDS = frozenset(("deadline_ms", "power_w", "energy_j", "strategy", "task_set", "answer_type", "think_tokens",
                            "samples", "ignore_eos", "fallback"))
-#: fields whose every value is accepted because none changes the answer (identifiers, storage hints)
-IGNORABLE = ("user", "metadata", "safety_identifier", "prompt_cache_key", "service_tier")
 
 def number(body: Dict[str, Any], name: str, *, integer: bool = False, low: Optional[float] = None,
             high: Optional[float] = None) -> Optional[float]:

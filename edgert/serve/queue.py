@@ -71,6 +71,9 @@ class Server:
         self.queue_size = queue_size
         self.default_deadline_s = default_deadline_s
         self.model_id = model_id or runtime.bundle.manifest.model_name
+        #: the task sets a client may name besides the shipped ones: those the bundle was calibrated on
+        self.task_sets = sorted({str(row.get("task_set")) for row in runtime.bundle.manifest.accuracy_table})
+        self._variants = [v.name for v in runtime.bundle.variants]
         self.metrics = Metrics()
         self.started = time.time()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgert-runtime")
@@ -97,11 +100,9 @@ class Server:
 
     def parse(self, kind: str, raw: bytes) -> Job:
         """A request body as a Job (RequestError: refused, with its 4xx)."""
-        calibrated = {str(row.get("task_set")) for row in self.runtime.bundle.manifest.accuracy_table}
-        return protocol.parse(kind, raw, model_id=self.model_id,
-                              variants=[v.name for v in self.runtime.bundle.variants],
+        return protocol.parse(kind, raw, model_id=self.model_id, variants=self._variants,
                               default_deadline_s=self.default_deadline_s, has_profile=self.auto_enabled,
-                              task_sets=sorted(calibrated))
+                              task_sets=self.task_sets)
 
     # ------------------------------------------------------------- queueing
     def admit(self, job: Job) -> None:

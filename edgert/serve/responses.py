@@ -66,10 +66,9 @@ def _answer(job: Job, text: str, reason: str, satisfied: Optional[bool], generat
     return Answer(text, _openai_finish(reason, satisfied), None, generation, satisfied)
 
 
-def finish_reason(result: Optional[RuntimeResult], job: Optional[Job] = None) -> str:
-    """OpenAI's finish_reason for a result (None: the deadline passed in the queue)."""
-    if job is not None:
-        return answers(job, result)[0].finish_reason
+def finish_reason(result: Optional[RuntimeResult]) -> str:
+    """OpenAI's finish_reason for an unconstrained result (None: the deadline passed in the
+    queue); ``answers`` gives each choice's, tool calls and constraints considered."""
     return FINISH.get(result.finish_reason, "stop") if result else "length"
 
 

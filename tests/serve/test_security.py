@@ -28,7 +28,7 @@ class StandInRuntime:
 
     def __init__(self):
         variants = [SimpleNamespace(name="q4", format="gguf", quantization="Q4_1", size_bytes=1)]
-        self.bundle = SimpleNamespace(variants=variants, manifest=SimpleNamespace(model_name="smol"))
+        self.bundle = SimpleNamespace(variants=variants, manifest=SimpleNamespace(model_name="smol", accuracy_table=[]))
         self.profile, self.default_variant = None, "q4"
 
     def loaded(self):
