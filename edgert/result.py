@@ -44,6 +44,9 @@ class RuntimeResult:
     constraint: Optional[str] = None
     #: independent answers of a plain run (``Request.completions`` > 1); the first is ``generation``
     completions: List[GenerationResult] = field(default_factory=list)
+    #: the device's state when the request started (``edgert.devices.state.DeviceState.to_dict``:
+    #: clocks, temperatures, throttling, power mode; None fields say why in ``unreadable``)
+    device_state: Optional[Dict[str, Any]] = None
 
     @property
     def escalated(self) -> bool:
@@ -75,6 +78,7 @@ class RuntimeResult:
             "threads": self.threads, "energy_j": None if self.energy_j is None else round(self.energy_j, 4),
             "energy_provenance": self.energy_provenance, "stages": self.stages,
             "constraint": self.constraint_record(),
+            "device_state": None if self.device_state is None else self.device_state.get("key"),
         }
 
     def constraint_record(self) -> Optional[Dict[str, object]]:
@@ -122,4 +126,5 @@ class RuntimeResult:
             "plan": self.plan,
             "stages": self.stages,
             "constraint": self.constraint_record(),
+            "device_state": self.device_state,
         }

@@ -37,6 +37,7 @@ from .chat_template import Prompt, ThinkingFormat
 from .devices import power_knob as find_power_knob
 from .devices.base import EnergyMeter, PowerKnob
 from .devices.cpu import default_threads
+from .devices.state import StateReader
 from .errors import DeadlineError, DeviceError, EdgertError
 from .formats import memory_estimate
 from .memory import check_fits
@@ -71,7 +72,9 @@ class Runtime:
     power_knob: a device-wide power setting moved to honour each request's power_w (a
     ``devices`` PowerKnob: Jetson power modes, the NVIDIA power limit), or "auto" for the
     knob of the detected device (``edgert.devices.power_knob``; none on a plain CPU, where
-    the planner's thread count is the knob); runner_factory: builds runners (tests use it to slow one down).
+    the planner's thread count is the knob); runner_factory: builds runners (tests use it to slow one down);
+    device_state: a ``devices.state.StateReader`` read at the start of every request ("auto":
+    this machine's; None: not read). Its regime key switches the online latency correction.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Runtime:
         target: float = 0.95,
         runner_factory: Optional[RunnerFactory] = None,
         power_knob: Union[PowerKnob, str, None] = None,
+        device_state: Union[StateReader, str, None] = "auto",
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(Path(bundle))
         self.default_variant = self.bundle.variant(variant).name
@@ -111,6 +115,7 @@ class Runtime:
         self.last_plan = None  # the planner's full answer for the last "auto" request
         self._task_sets: Dict[str, TaskSet] = {}
         self._memory_estimates: Dict[tuple, Any] = {}
+        self.state_reader: Optional[StateReader] = StateReader() if device_state == "auto" else device_state
 
     def __enter__(self) -> "Runtime":
         return self
@@ -260,6 +265,7 @@ class Runtime:
         """Choose the configuration (plan, a named strategy, or none), ensure its runner, run
         it, escalate if the plan is a cascade and the answer is unsure, learn from the step
         times, and build the result."""
+        state, state_note = self._read_state()
         plan_dict = None
         prepared: Dict[str, tuple] = {}
         config: Optional[Config] = None
@@ -317,8 +323,10 @@ class Runtime:
             load_ms=load_ms, generation=main, deadline_s=deadline.seconds, answer=outcome.answer,
             config=None if config is None else config.to_dict(), plan=plan_dict, samples=outcome.samples,
             votes=outcome.votes, forced=outcome.forced, threads=threads, power_setting=setting, warnings=warnings,
-            stages=stages, completions=completions,
+            stages=stages, completions=completions, device_state=state,
         )
+        if state_note:
+            out.warnings.append(state_note)
         if request.constraint is not None:
             self._settle_constraint(out, request)
         if plan_dict is not None and not plan_dict["feasible"]:
@@ -331,6 +339,18 @@ class Runtime:
             out.energy_provenance = parts[0][1]
         self._trace(out)
         return out
+
+    def _read_state(self) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+        """The device state now, and a note when its regime changed since the last request (the
+        latency correction then switches to what it learned in the new regime)."""
+        if self.state_reader is None:
+            return None, None
+        state = self.state_reader.read()
+        before = self.latency.state_key
+        if self.latency.enter_state(state.key()):
+            return state.to_dict(), (f"device state changed ({before} -> {state.key()}): latency corrections "
+                                     "switched to those learned in the new state")
+        return state.to_dict(), None
 
     @staticmethod
     def _settle_constraint(out: RuntimeResult, request: Request) -> None:

@@ -194,3 +194,40 @@ def test_sigma_narrows_on_a_steady_device_and_widens_on_an_erratic_one(adaptive_
     # the planner is given the runtime's sigma, so the steady runtime's bound is the tighter one
     steady.latency.reset()
     assert steady.latency.sigma(name) == prior and not steady.latency.corrections
+
+
+def test_a_throttle_event_switches_the_latency_correction_to_that_state(adaptive_bundle, profile, tmp_path):
+    """A faked CPU throttle counter rises while the runner slows down: the runtime learns the
+    slowdown under the throttled state, and the calm state's correction is not averaged with it."""
+    import shutil
+    from pathlib import Path
+
+    from edgert.devices.state import StateReader
+
+    root = tmp_path / "sysfs"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "sysfs" / "x86-laptop", root, symlinks=True)
+    reader = StateReader(root, nvml=False)
+    counter = root / "sys/devices/system/cpu/cpu0/thermal_throttle/core_throttle_count"
+    with Runtime(adaptive_bundle, profile=profile, n_threads=2, runner_factory=slow_factory,
+                 device_state=reader) as rt:
+        rt.preload()
+        ask = dict(deadline_s=10.0, strategy="greedy", max_tokens=12)
+        calm = [rt.generate(QUESTION, **ask) for _ in range(2)]
+        calm_correction = dict(rt.latency.corrections)
+        counter.write_text("5\n")
+        rt.runner.delay_s = 0.04
+        hot = [rt.generate(QUESTION, **ask) for _ in range(2)]
+        hot_correction = dict(rt.latency.corrections)
+        reader.throttle_hold_s = 0.0  # the spell ends
+        rt.runner.delay_s = 0.0
+        after = rt.generate(QUESTION, **ask)
+    key = next(iter(calm_correction))
+    assert calm[0].device_state["key"] == "governor=powersave" and not calm[1].warnings
+    assert hot[0].device_state["cpu_throttled"] is True and "slowdown=cpu:thermal_throttle" in hot[0].device_state["key"]
+    assert any("device state changed" in w for w in hot[0].warnings) and not hot[1].warnings
+    assert hot_correction[key] > 2 * calm_correction[key]
+    assert any("device state changed" in w for w in after.warnings)
+    # back in the calm state the calm correction is restored, then moved by one calm request
+    assert rt.latency.corrections[key] < 1.5 * calm_correction[key], (calm_correction, hot_correction,
+                                                                      rt.latency.corrections)
+    assert after.to_dict()["device_state"]["key"] == "governor=powersave"

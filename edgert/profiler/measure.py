@@ -14,6 +14,7 @@ from ..progress import Progress
 from ..bundle import Bundle
 from ..devices import EnergyMeter, detect_devices
 from ..devices.cpu import default_threads
+from ..devices.state import StateReader, state_changes
 from ..runners.llama_cpp import gpu_offload_supported
 from ..runners.registry import open_runner
 from ..formats import costs_from_file
@@ -179,8 +180,12 @@ def profile_device(
     tdp_w: Optional[float] = None,
     prior: Optional[str] = None,
     progress: Progress = None,
+    state_reader: Optional[StateReader] = None,
 ) -> DeviceProfile:
-    """Measure this device (and every chosen variant of ``bundle``) into a DeviceProfile."""
+    """Measure this device (and every chosen variant of ``bundle``) into a DeviceProfile.
+
+    The device state (clocks, temperatures, throttling, power mode) is read before and after
+    (``state_reader``, default: this machine's); the profile records both and what changed."""
     plan = QUICK if quick else FULL
     threads = threads or default_threads()
     if tdp_w is None and prior is not None:
@@ -190,6 +195,8 @@ def profile_device(
     info = device.info()
     sensor = device.sensors(tdp_w=tdp_w)[0]
     meter = _Meter(sensor)
+    reader = state_reader or StateReader()
+    before = reader.read().to_dict()
 
     if progress:
         progress("microbenchmarks", 0, 1)
@@ -208,6 +215,7 @@ def profile_device(
                 measured = measure_variant(runner, plan, meter, progress, label=variant.name)
             profiled[variant.name] = fit_variant(variant.name, variant.sha256, variant.quantization, costs, threads,
                                                  measured, plan, peak, bw)
+    after = reader.read().to_dict()
     return DeviceProfile(
         device=info.to_dict(),
         peak_flops=peak,
@@ -220,4 +228,5 @@ def profile_device(
         prior=prior,
         sensor={"provenance": sensor.provenance, "source": sensor.name, "skipped": device.sensor_problems + notes},
         microbench={**micro, "plan": "quick" if quick else "full"},
+        state={"start": before, "end": after, "changes": state_changes(before, after)},
     )

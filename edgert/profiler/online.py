@@ -10,6 +10,11 @@ times. A running device drifts from it (throttling, a busy CPU, a lower power mo
   planner's safety margin;
 - the time an answer phase needs (``reserve_fn``), which budget forcing keeps free.
 
+Corrections and spread belong to one *regime* of the device (``enter_state``: a power mode,
+a governor, a throttled spell; ``edgert.devices.state.DeviceState.key``). When the regime
+changes, the runtime switches to what it learned in the new one (or starts from the profile),
+instead of averaging a throttled device with a cool one; going back restores the old regime's.
+
 The helpers that scale a profile to another thread count (``at_threads``) and read its
 prediction error (``profile_sigma``) live here too: the planner and the runtime share them.
 """
@@ -94,6 +99,21 @@ class LatencyCorrector:
         #: per variant, recent log(observed / corrected prediction): the error the planner's
         #: latency bound must cover (see sigma())
         self.residuals: Dict[str, Deque[float]] = {}
+        #: the regime the corrections belong to (None until the runtime names one), and what was
+        #: learned in the other regimes seen
+        self.state_key: Optional[str] = None
+        self._other_states: Dict[str, Tuple[Dict[str, float], Dict[str, Deque[float]]]] = {}
+
+    def enter_state(self, key: str) -> bool:
+        """Make ``key`` the current regime; True when that changed it. The corrections learned
+        so far stay with the regime they were learned in (the first key named adopts them)."""
+        if self.state_key is None or key == self.state_key:
+            self.state_key = key
+            return False
+        self._other_states[self.state_key] = (self.corrections, self.residuals)
+        self.corrections, self.residuals = self._other_states.pop(key, ({}, {}))
+        self.state_key = key
+        return True
 
     def knows(self, variant: str) -> bool:
         return self.profile is not None and variant in self.profile.variants
@@ -102,6 +122,7 @@ class LatencyCorrector:
         """Forget the corrections and the latency spread (back to the profile's models)."""
         self.corrections.clear()
         self.residuals.clear()
+        self._other_states.clear()
 
     def planner_corrections(self) -> Dict[str, float]:
         """Corrections per variant@threads, plus per variant the largest one observed (used for

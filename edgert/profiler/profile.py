@@ -81,6 +81,8 @@ class DeviceProfile:
     prior: Optional[str] = None
     sensor: Dict[str, Any] = field(default_factory=dict)
     microbench: Dict[str, Any] = field(default_factory=dict)
+    #: the device state before and after measuring (``devices.state``) and what changed between
+    state: Dict[str, Any] = field(default_factory=dict)
     schema_version: int = PROFILE_SCHEMA_VERSION
 
     # -------------------------------------------------------------- predictions
@@ -131,6 +133,15 @@ class DeviceProfile:
                         f"work shares these cores: {advice}")
         return None
 
+    def state_warning(self) -> Optional[str]:
+        """One line when the device's state changed while it was profiled (a power mode, a
+        governor, throttling): its measurements then mix two regimes. None otherwise."""
+        changes = self.state.get("changes") or []
+        if not changes:
+            return None
+        return ("device state changed during profiling (" + "; ".join(changes) + "): the fits mix both states; "
+                "profile again once the device is steady (cool, fixed power mode)")
+
     # --------------------------------------------------------------------- I/O
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -143,6 +154,7 @@ class DeviceProfile:
             "prior": self.prior,
             "sensor": self.sensor,
             "microbench": self.microbench,
+            "state": self.state,
             "peak_flops": self.peak_flops,
             "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s,
             "variants": {name: v.to_dict() for name, v in self.variants.items()},
@@ -169,6 +181,7 @@ class DeviceProfile:
                 prior=data.get("prior"),
                 sensor=data.get("sensor", {}),
                 microbench=data.get("microbench", {}),
+                state=data.get("state", {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"{source}: malformed device profile ({type(exc).__name__}: {exc})") from None

@@ -11,6 +11,7 @@ shared (unified) KV cache, which the profiler and the test-time strategies use.
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import logging
 import time
 from typing import Callable, List, Optional, Sequence
@@ -25,6 +26,20 @@ from .guidance import Guide
 N_BATCH = 512
 N_SEQ_MAX = 8  # parallel sequences per context (self-consistency / best-of-N, batch profiling)
 
+#: every llama.cpp symbol edgert calls through llama-cpp-python's ctypes bindings. The 0.3.x
+#: releases rename symbols (llama_kv_self_* became llama_memory_*), so they are checked once at
+#: import: a rename is a one-line error naming the version, not an AttributeError mid-load.
+LLAMA_SYMBOLS = (
+    "ggml_abort_callback", "llama_backend_init", "llama_batch_free", "llama_batch_init",
+    "llama_context_default_params", "llama_decode", "llama_free", "llama_get_logits_ith", "llama_get_memory",
+    "llama_init_from_model", "llama_log_callback", "llama_log_set", "llama_memory_clear", "llama_memory_seq_cp",
+    "llama_memory_seq_rm", "llama_model_default_params", "llama_model_free", "llama_model_get_vocab",
+    "llama_model_load_from_file", "llama_set_abort_callback", "llama_set_n_threads", "llama_supports_gpu_offload",
+    "llama_token", "llama_token_to_piece", "llama_tokenize", "llama_vocab_bos", "llama_vocab_eos",
+    "llama_vocab_is_eog", "llama_vocab_n_tokens",
+)
+LLAMA_DISTRIBUTION = "llama-cpp-python"
+
 # llama_decode return codes (llama.h)
 DECODE_OK, DECODE_NO_KV_SLOT, DECODE_ABORTED = 0, 1, 2
 
@@ -38,8 +53,40 @@ _log_callback = None
 _last_level = logging.DEBUG
 
 
+def supported_range() -> str:
+    """The llama-cpp-python versions edgert declares (from its installed metadata: one place)."""
+    try:
+        for requirement in importlib.metadata.requires("edgert") or ():
+            name, _, rest = requirement.partition(";")
+            if name.strip().lower().startswith(LLAMA_DISTRIBUTION) and not rest:
+                return name.strip()
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return f"{LLAMA_DISTRIBUTION} (the range in edgert's pyproject.toml)"
+
+
+def installed_version() -> Optional[str]:
+    try:
+        return importlib.metadata.version(LLAMA_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_symbols(module) -> None:
+    """Raise BackendUnavailableError naming the installed version and the supported range when
+    ``module`` (llama_cpp) lacks a symbol edgert uses."""
+    missing = [name for name in LLAMA_SYMBOLS if not hasattr(module, name)]
+    if missing:
+        version = getattr(module, "__version__", None) or installed_version() or "unknown"
+        raise BackendUnavailableError(
+            f"llama-cpp-python {version} lacks llama.cpp symbols edgert uses ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}); edgert supports {supported_range()}: "
+            f"pip install '{supported_range()}'")
+
+
 def _llama_cpp():
-    """Import llama_cpp and route llama.cpp's own log lines to Python logging, not stderr."""
+    """Import llama_cpp, check its symbols, and route llama.cpp's own log lines to Python
+    logging, not stderr."""
     global _log_callback
     try:
         import llama_cpp
@@ -48,6 +95,7 @@ def _llama_cpp():
             "llama.cpp runner unavailable: expected the llama-cpp-python package (an edgert dependency), "
             "found it missing; reinstall edgert") from None
     if _log_callback is None:
+        check_symbols(llama_cpp)
 
         def forward(level: int, text: bytes, _user_data) -> None:
             global _last_level

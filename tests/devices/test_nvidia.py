@@ -1,77 +1,13 @@
 """NVIDIA GPUs through an autospec'd fake of pynvml (nvidia-ml-py is not installed here)."""
 
-import types
 from unittest import mock
 
 import pytest
+from device_fakes import (NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_UNINITIALIZED, NVMLError,
+                          NVMLError_NotSupported, fake_nvml)
 
 from edgert.devices import NvidiaGpu, NvmlEnergySensor, NvmlPowerSensor, detect_devices, nvidia_gpus
 from edgert.errors import BackendUnavailableError, DeviceError, SensorUnavailable
-
-NVML_ERROR_UNINITIALIZED = 1
-NVML_ERROR_NOT_SUPPORTED = 3
-NVML_ERROR_DRIVER_NOT_LOADED = 9
-
-
-class NVMLError(Exception):
-    """Mirrors pynvml.NVMLError: carries the nvmlReturn_t code in ``value``."""
-
-    def __init__(self, value):
-        super().__init__(value)
-        self.value = value
-
-
-class NVMLError_NotSupported(NVMLError):
-    def __init__(self):
-        super().__init__(NVML_ERROR_NOT_SUPPORTED)
-
-
-def _spec_module():
-    """The part of pynvml edgert calls, with nvidia-ml-py's names and signatures."""
-    spec = types.ModuleType("pynvml")
-
-    def nvmlInit(): ...
-    def nvmlShutdown(): ...
-    def nvmlSystemGetDriverVersion(): ...
-    def nvmlDeviceGetCount(): ...
-    def nvmlDeviceGetHandleByIndex(index): ...
-    def nvmlDeviceGetName(handle): ...
-    def nvmlDeviceGetCudaComputeCapability(handle): ...
-    def nvmlDeviceGetMemoryInfo(handle, version=None): ...
-    def nvmlDeviceGetPowerManagementLimit(handle): ...
-    def nvmlDeviceGetEnforcedPowerLimit(handle): ...
-    def nvmlDeviceGetMaxClockInfo(handle, type): ...
-    def nvmlDeviceGetPowerUsage(handle): ...
-    def nvmlDeviceGetTotalEnergyConsumption(handle): ...
-
-    for fn in list(locals().values()):
-        if callable(fn):
-            setattr(spec, fn.__name__, fn)
-    return spec
-
-
-def fake_nvml(energy_mj=(1_000_000,), power_mw=250_000):
-    nvml = mock.create_autospec(_spec_module())
-    nvml.NVMLError = NVMLError
-    nvml.NVMLError_NotSupported = NVMLError_NotSupported
-    nvml.nvmlDeviceGetCount.return_value = 1
-    nvml.nvmlDeviceGetHandleByIndex.side_effect = lambda i: f"handle{i}"
-    nvml.nvmlDeviceGetName.return_value = "NVIDIA GeForce RTX 4090"
-    nvml.nvmlDeviceGetCudaComputeCapability.return_value = (8, 9)
-    nvml.nvmlDeviceGetMemoryInfo.return_value = types.SimpleNamespace(total=25757220864, free=1, used=2)
-    nvml.nvmlDeviceGetEnforcedPowerLimit.return_value = 450_000
-    nvml.nvmlDeviceGetPowerManagementLimit.return_value = 450_000
-    nvml.nvmlDeviceGetMaxClockInfo.side_effect = lambda h, t: {0: 3120, 1: 3120, 2: 10501}[t]
-    nvml.nvmlSystemGetDriverVersion.return_value = b"560.35.03"
-    if energy_mj is None:
-        nvml.nvmlDeviceGetTotalEnergyConsumption.side_effect = NVMLError_NotSupported()
-    else:
-        nvml.nvmlDeviceGetTotalEnergyConsumption.side_effect = list(energy_mj)
-    if power_mw is None:
-        nvml.nvmlDeviceGetPowerUsage.side_effect = NVMLError(NVML_ERROR_NOT_SUPPORTED)
-    else:
-        nvml.nvmlDeviceGetPowerUsage.return_value = power_mw
-    return nvml
 
 
 def test_info_units_converted():
