@@ -1,9 +1,13 @@
 """Skip device tests on machines without the hardware they name."""
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+from edgert.errors import EdgertError
+from edgert.models import packaged_model_path
 
 
 def has_nvidia_gpu() -> bool:
@@ -26,3 +30,16 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU (or Jetson)")
     config.addinivalue_line("markers", "jetson: needs a Jetson board")
+
+
+@pytest.fixture(scope="session")
+def device_model() -> Path:
+    """The GGUF the GPU tests run: $EDGERT_DEVICE_MODEL (``run.py --model``), else the
+    packaged SmolLM2 when it is installed; the test skips when neither exists."""
+    explicit = os.environ.get("EDGERT_DEVICE_MODEL")
+    if explicit:
+        return Path(explicit)
+    try:
+        return packaged_model_path()
+    except EdgertError as exc:
+        pytest.skip(f"no model for the GPU tests (pass --model FILE.gguf): {exc}")

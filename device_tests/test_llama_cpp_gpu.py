@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from edgert.models import packaged_model_path
 from edgert.runners.types import Deadline, SamplingParams
 from edgert.runners.llama_cpp import LlamaCppRunner
 
@@ -14,12 +13,12 @@ REPORTS = Path(__file__).parent / "reports"
 
 
 @pytest.mark.gpu
-def test_gpu_build_generates_and_honours_deadline():
+def test_gpu_build_generates_and_honours_deadline(device_model):
     import llama_cpp
 
     if not llama_cpp.llama_supports_gpu_offload():
         pytest.skip("llama-cpp-python was built without GPU offload (CMAKE_ARGS=-DGGML_CUDA=on)")
-    with LlamaCppRunner(packaged_model_path(), n_ctx=2048) as runner:
+    with LlamaCppRunner(device_model, n_ctx=2048) as runner:
         free = runner.generate("Write a long story.", SamplingParams(max_tokens=128))
         start = time.monotonic()
         cut = runner.generate("Write a long story.", SamplingParams(max_tokens=4000), deadline=Deadline(0.2, start=start))

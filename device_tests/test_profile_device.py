@@ -8,7 +8,6 @@ import pytest
 
 from edgert.bundle import pack
 from edgert.devices import EnergyMeter, detect_devices
-from edgert.models import packaged_model_path
 from edgert.profiler.measure import choose_device, profile_device
 from edgert.profiler.plot import roofline_png
 from edgert.runners.llama_cpp import gpu_offload_supported
@@ -42,8 +41,8 @@ def test_sensor_readings_are_plausible(measured_sensor):
                                                      "idle_power_w": result.avg_power_w}, indent=2))
 
 
-def test_quick_profile_of_this_device(tmp_path):
-    bundle = pack([packaged_model_path()], tmp_path / "bundle")
+def test_quick_profile_of_this_device(tmp_path, device_model):
+    bundle = pack([device_model], tmp_path / "bundle")
     profile = profile_device(bundle, quick=True)
     REPORTS.mkdir(exist_ok=True)
     profile.save(REPORTS / "profile.json")

@@ -16,7 +16,6 @@ the tests exercise the same code that runs on a Jetson.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import os
 import re
 import sys
@@ -30,13 +29,11 @@ from .devices.jetson import JetsonDevice, jetpack_for_l4t
 from .devices.nvidia import NvidiaGpu
 from .devices.state import StateReader
 from .errors import BackendUnavailableError, DeviceError, EdgertError
-from .runners.llama_cpp import LLAMA_DISTRIBUTION, check_symbols, installed_version, supported_range
+from .runners.llama_cpp import LLAMA_DISTRIBUTION, check_symbols, supported_range
+from .runners.onnxruntime import installed_ort_wheels, wheel_conflict
+from .version import distribution_version
 
 OK, WARN, MISSING, ERROR, INFO = "ok", "warn", "missing", "error", "info"
-
-# ONNX Runtime ships one ``onnxruntime`` module in several wheels; two in one environment
-# overwrite each other's files, and whichever was installed last wins.
-ORT_WHEELS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-qnn")
 
 # CUDA compute capability of the Jetson modules (NVIDIA, "CUDA GPUs - Compute Capability");
 # used for the build command where neither NVML nor the CUDA runtime can say.
@@ -47,13 +44,6 @@ PROC_CGROUP = "/proc/self/cgroup"
 UNLIMITED_BYTES = 1 << 62  # cgroup v1 reports "no limit" as a page-rounded 2^63 - 1
 
 
-def _version(distribution: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 @dataclass
 class Environment:
     """What the checks read; tests replace each part."""
@@ -62,7 +52,7 @@ class Environment:
     nvml: Any = None  # None: import pynvml if installed
     run: Optional[Runner] = None
     import_module: Callable[[str], Any] = importlib.import_module
-    version_of: Callable[[str], Optional[str]] = _version
+    version_of: Callable[[str], Optional[str]] = distribution_version
     euid: int = field(default_factory=lambda: os.geteuid() if hasattr(os, "geteuid") else 0)
     platform: str = sys.platform
 
@@ -165,7 +155,7 @@ def llama_build_command(backend: str, arch: Optional[str] = None, version: Optio
 
 
 def check_llama(env: Environment, gpus: List[Dict[str, Any]], jetson_model: Optional[str]) -> Check:
-    version = env.version_of(LLAMA_DISTRIBUTION) or installed_version()
+    version = env.version_of(LLAMA_DISTRIBUTION)
     try:
         module = env.import_module("llama_cpp")
     except ImportError as exc:
@@ -197,19 +187,11 @@ def check_llama(env: Environment, gpus: List[Dict[str, Any]], jetson_model: Opti
                  details, fix)
 
 
-def installed_ort_wheels(version_of: Callable[[str], Optional[str]] = _version) -> Dict[str, str]:
-    """The ONNX Runtime wheels installed in this environment, with their versions."""
-    return {name: v for name in ORT_WHEELS for v in [version_of(name)] if v}
-
-
 def check_onnxruntime(env: Environment) -> Check:
     wheels = installed_ort_wheels(env.version_of)
-    if len(wheels) > 1:
-        listed = ", ".join(f"{k} {v}" for k, v in wheels.items())
-        keep = next((k for k in wheels if k != "onnxruntime"), "onnxruntime")
-        return Check("onnxruntime", ERROR, f"{len(wheels)} ONNX Runtime wheels share one module here ({listed}): "
-                     "whichever was installed last wins", {"wheels": wheels},
-                     f"pip uninstall -y {' '.join(wheels)} && pip install {keep}")
+    conflict = wheel_conflict(wheels)
+    if conflict:
+        return Check("onnxruntime", ERROR, conflict[0], {"wheels": wheels}, conflict[1])
     try:
         module = env.import_module("onnxruntime")
     except ImportError:

@@ -75,6 +75,10 @@ def test_run_json(smollm2_bundle):
     data = json.loads(result.stdout)
     assert data["finish_reason"] == "deadline" and data["deadline_cut"] is True
     assert data["variant"] == "smollm2-135m-instruct-q4_1"
+    state = data["device_state"]  # what this machine can tell about its clocks and temperatures
+    for name in ("cpu_freq_mhz", "cpu_governor", "temperatures_c"):
+        assert state[name] or state["unreadable"].get(name), (name, state)
+    assert state["key"]
 
 
 def test_run_errors_are_one_line(smollm2_bundle, tmp_path):

@@ -22,6 +22,7 @@ from ..errors import BackendUnavailableError, EdgertError, GenerationError, Mode
 from ..formats.gguf import read_header
 from .base import Runner, _Aborted
 from .guidance import Guide
+from ..version import distribution_version
 
 N_BATCH = 512
 N_SEQ_MAX = 8  # parallel sequences per context (self-consistency / best-of-N, batch profiling)
@@ -65,19 +66,12 @@ def supported_range() -> str:
     return f"{LLAMA_DISTRIBUTION} (the range in edgert's pyproject.toml)"
 
 
-def installed_version() -> Optional[str]:
-    try:
-        return importlib.metadata.version(LLAMA_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def check_symbols(module) -> None:
     """Raise BackendUnavailableError naming the installed version and the supported range when
     ``module`` (llama_cpp) lacks a symbol edgert uses."""
     missing = [name for name in LLAMA_SYMBOLS if not hasattr(module, name)]
     if missing:
-        version = getattr(module, "__version__", None) or installed_version() or "unknown"
+        version = getattr(module, "__version__", None) or distribution_version(LLAMA_DISTRIBUTION) or "unknown"
         raise BackendUnavailableError(
             f"llama-cpp-python {version} lacks llama.cpp symbols edgert uses ({', '.join(missing[:5])}"
             f"{', ...' if len(missing) > 5 else ''}); edgert supports {supported_range()}: "

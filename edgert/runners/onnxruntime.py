@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, GenerationError, ModelFileError
 from ..formats.onnx import check_external_data
+from ..version import distribution_version
 from ..formats.optimum import ATTENTION_MASK, INPUT_IDS, LOGITS, PAST_NAME, POSITION_IDS, PRESENT_OUTPUT, past_layer
 from .base import Runner, _Aborted
 from .guidance import Guide
@@ -40,8 +41,30 @@ ORT_DTYPES: Dict[str, Any] = {
 
 WATCHDOG_POLL_S = 0.002
 
+#: the wheels that ship the one ``onnxruntime`` module; two in one environment overwrite each
+#: other's files, and whichever was installed last wins
+ORT_WHEELS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-qnn")
+
+
+def installed_ort_wheels(version_of: Callable[[str], Optional[str]] = distribution_version) -> Dict[str, str]:
+    """The ONNX Runtime wheels installed in this environment, with their versions."""
+    return {name: v for name in ORT_WHEELS for v in [version_of(name)] if v}
+
+
+def wheel_conflict(wheels: Dict[str, str]) -> Optional[Tuple[str, str]]:
+    """(the problem, the fix) when more than one ONNX Runtime wheel is installed, else None."""
+    if len(wheels) < 2:
+        return None
+    listed = ", ".join(f"{name} {version}" for name, version in wheels.items())
+    keep = next((name for name in wheels if name != "onnxruntime"), "onnxruntime")
+    return (f"{len(wheels)} ONNX Runtime wheels share one module here ({listed}): whichever was installed last wins",
+            f"pip uninstall -y {' '.join(wheels)} && pip install {keep}")
+
 
 def _ort():
+    conflict = wheel_conflict(installed_ort_wheels())
+    if conflict:
+        raise BackendUnavailableError(f"ONNX Runtime runner unavailable: {conflict[0]}; fix: {conflict[1]}")
     try:
         import onnxruntime
     except ImportError:

@@ -14,6 +14,7 @@ from edgert.devices.jetson import NVPMODEL_QUERY
 from edgert.devices.raspberrypi import PMIC_READ_ADC
 from edgert.doctor import ERROR, INFO, OK, WARN, Environment, cgroup_limits, diagnose, exit_code
 from edgert.errors import BackendUnavailableError
+from edgert.runners import onnxruntime as ort_runner
 from edgert.runners.llama_cpp import LLAMA_SYMBOLS, check_symbols
 
 PMIC_TEXT = (SYSFS / "raspberry-pi-5" / "vcgencmd_pmic_read_adc.txt").read_text()
@@ -137,3 +138,12 @@ def test_doctor_on_this_machine_as_json_and_as_a_table():
     assert llama["details"]["version"] and llama["details"]["gpu_offload"] is False
     table = runner.invoke(main, ["doctor"])
     assert table.exit_code == 0 and "llama.cpp" in table.output and "onnxruntime" in table.output
+
+
+def test_the_onnx_runner_refuses_two_onnxruntime_wheels(monkeypatch):
+    monkeypatch.setattr(ort_runner, "installed_ort_wheels", lambda: {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.0"})
+    with pytest.raises(BackendUnavailableError, match=r"2 ONNX Runtime wheels .* fix: pip uninstall -y onnxruntime "
+                                                      r"onnxruntime-gpu && pip install onnxruntime-gpu"):
+        ort_runner._ort()
+    monkeypatch.undo()
+    assert ort_runner._ort().__name__ == "onnxruntime"  # one wheel here: imports

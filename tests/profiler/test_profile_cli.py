@@ -39,6 +39,9 @@ def test_quick_profile_writes_a_usable_profile(quick_profile):
     png = out.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "smollm2-135m-instruct-q4_1" in result.stdout
+    state = data["state"]  # the device state before and after measuring
+    assert state["start"]["key"] == state["end"]["key"] and state["changes"] == []
+    assert all(state["start"][k] is not None or k in state["start"]["unreadable"] for k in ("cpu_freq_mhz", "cpu_governor"))
 
 
 def test_profile_refuses_bad_arguments_before_measuring(smollm2_bundle, tmp_path):
@@ -48,6 +51,13 @@ def test_profile_refuses_bad_arguments_before_measuring(smollm2_bundle, tmp_path
     result = runner.invoke(main, ["profile", "--prior", "jetson-orin-nano-9gb", "--out", str(tmp_path / "p.json")])
     assert result.exit_code == 1 and "jetson-orin-nano-8gb" in result.stderr
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_state_change_during_profiling_is_warned_about():
+    profile = DeviceProfile(device={"kind": "cpu"}, peak_flops=1e9, bandwidth_bytes_per_s=1e9, variants={},
+                            state={"changes": ["device state changed from mode=0 to mode=1"]})
+    assert "device state changed during profiling (device state changed from mode=0 to mode=1)" in profile.state_warning()
+    assert DeviceProfile(device={}, peak_flops=1, bandwidth_bytes_per_s=1, variants={}).state_warning() is None
 
 
 def test_noise_warning_names_the_spread_and_suggests_fewer_threads(quick_profile):
