@@ -95,6 +95,9 @@ def summary_line(result) -> str:
         verdict = "met" if result.deadline_met else "missed"
         deadline = f"deadline {result.deadline_s * 1000:.0f} ms: {verdict}" + (" (cut)" if result.deadline_cut else "")
     head = f"[{result.variant}]"
+    slowed = (result.device_state or {}).get("slowdowns")
+    if slowed:
+        deadline += f" · device slowed by {', '.join(slowed)}"
     constraint = result.constraint_record()
     if constraint is not None:
         verdict = "met" if constraint["satisfied"] else "NOT met" + (", fallback printed" if constraint["fallback_used"] else "")

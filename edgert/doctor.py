@@ -331,7 +331,7 @@ def diagnose(env: Optional[Environment] = None) -> List[Check]:
     nvidia, gpus = check_nvidia(env, devices, notes)
     jetson = next((d for d in devices if d.kind == "jetson"), None)
     jetson_model = jetson.info().name if jetson is not None else None
-    nvml = devices[1].nvml if len(devices) > 1 and isinstance(devices[1], NvidiaGpu) else None
+    nvml = next((d.nvml for d in devices if isinstance(d, NvidiaGpu)), None)
     checks = [check_cpu(env, devices[0]), check_llama(env, gpus, jetson_model), check_onnxruntime(env),
               check_optional(env, "onnxruntime-genai", "onnxruntime_genai", "onnxruntime-genai",
                              "pip install onnxruntime-genai"),

@@ -6,7 +6,8 @@ import pytest
 
 from edgert.errors import UsageError
 from edgert.planner import Limits, plan, policy_entries
-from edgert.policies import ALWAYS, MIN_TASKS, Cascade, cross_validated, fit_policies, fit_threshold, replay
+from edgert.policies import (ALWAYS, MIN_TASKS, Cascade, beats, cross_validated, fit_policies, fit_threshold, replay,
+                             sign_test_z)
 from edgert.strategies import Config
 
 CHEAP = "small|greedy|n1|t0|a16"
@@ -80,7 +81,8 @@ def test_fitted_cascade_is_cross_validated_and_beats_its_first_stage():
     assert best["accuracy"] <= best["fit_accuracy"]  # held-out thresholds cannot beat the in-sample one
     assert 0 < best["escalated_share"] < 1
     values, a, b = margins, cheap, big
-    assert cross_validated(values, a, b)[0] == best["correct"] or best["signal"] != "margin"
+    assert cross_validated(values, a, b)[0].sum() == best["correct"] or best["signal"] != "margin"
+    assert best["beats_first"] and best["wins_vs_first"] > best["losses_vs_first"]
 
 
 def test_no_policy_from_too_few_tasks_or_when_escalation_never_helps():
@@ -90,6 +92,22 @@ def test_no_policy_from_too_few_tasks_or_when_escalation_never_helps():
     rows = fit_policies(records(n, [True] * n, [False] * n, [1.0] * n), accuracy_rows([1] * n, [0] * n), "s")
     assert all(r["first"] != CHEAP for r in rows)
     assert [r["first"] for r in rows] == [BIG]  # (the reverse cascade helps the always-wrong big model)
+
+
+def test_a_lead_over_the_first_stage_within_chance_is_not_a_policy():
+    # 7 wins and 2 losses of 80 tasks: ahead by 5, as a cascade from calibration was that then
+    # did 4 points worse than its first stage on held-out tasks
+    first = np.array([True] * 30 + [False] * 50)
+    policy = first.copy()
+    policy[30:37] = True   # 7 wins
+    policy[:2] = False     # 2 losses
+    z = sign_test_z(69)    # 3 greedy firsts x 23 other configurations, as in that calibration
+    assert 3.1 < z < 3.3 and sign_test_z(1) == pytest.approx(1.645, abs=1e-3)
+    assert beats(policy, first, z) == (False, 7, 2)
+    assert beats(policy, first, 1.645)[0]  # one pair tried alone: 5 > 1.645 x 3
+    strong = first.copy()
+    strong[30:50] = True   # 20 wins, no loss
+    assert beats(strong, first, z) == (True, 20, 0)
 
 
 def test_cascade_rows_round_trip_and_refuse_nonsense():

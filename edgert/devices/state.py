@@ -108,6 +108,7 @@ class DeviceState:
     def to_dict(self) -> Dict[str, Any]:
         out = asdict(self)
         out["key"] = self.key()
+        out["slowdowns"] = self.slowdowns()
         return out
 
 
